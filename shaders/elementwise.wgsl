@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+// zograd — elementwise kernels on one chunk: copy (the bandwidth yardstick), axpy, scale, fill.
+// Each thread handles 4 elements, 256 apart (coalesced).
+
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<storage, read> src: array<f32>;
+
+const PER_THREAD: u32 = 4u;
+
+/// dst = src.
+@compute @workgroup_size(256)
+fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = group_index(wg) * WG_SIZE * PER_THREAD + lid;
+    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
+        let i = base + k * WG_SIZE;
+        if (i < launch.len) {
+            dst[i] = src[i];
+        }
+    }
+}
+
+/// dst += scale * src.
+@compute @workgroup_size(256)
+fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = group_index(wg) * WG_SIZE * PER_THREAD + lid;
+    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
+        let i = base + k * WG_SIZE;
+        if (i < launch.len) {
+            dst[i] = dst[i] + launch.scale * src[i];
+        }
+    }
+}
+
+/// dst *= scale.
+@compute @workgroup_size(256)
+fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = group_index(wg) * WG_SIZE * PER_THREAD + lid;
+    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
+        let i = base + k * WG_SIZE;
+        if (i < launch.len) {
+            dst[i] = launch.scale * dst[i];
+        }
+    }
+}
+
+/// dst = scale (a constant).
+@compute @workgroup_size(256)
+fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = group_index(wg) * WG_SIZE * PER_THREAD + lid;
+    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
+        let i = base + k * WG_SIZE;
+        if (i < launch.len) {
+            dst[i] = launch.scale;
+        }
+    }
+}

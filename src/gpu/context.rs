@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! [`Gpu`]: the device and queue zograd works on, the adapter's limits and the pipeline cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::pipelines::{Kernel, Layouts};
+use crate::{Error, Result};
+
+static NEXT_GPU_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A wgpu device and queue with zograd's compiled kernels.
+///
+/// Cheap to clone (an `Arc`), `Send + Sync`; every [`Params`](crate::Params) keeps the `Gpu` it
+/// was created on. Pipelines are compiled once, on first use, and cached.
+///
+/// # Example
+/// ```no_run
+/// let gpu = zograd::Gpu::new()?;
+/// println!("running on {}", gpu.adapter_info().name);
+/// # Ok::<(), zograd::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<GpuInner>,
+}
+
+pub(crate) struct GpuInner {
+    pub(crate) id: u64,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) layouts: Layouts,
+    pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    modules: Mutex<HashMap<super::shaders::Family, wgpu::ShaderModule>>,
+    lost: Arc<Mutex<Option<String>>>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+    pub(crate) staging: Mutex<Vec<TrackedBuffer>>,
+    pub(crate) sphere: Mutex<super::sphere::SphereState>,
+    /// Bytes of buffers zograd created on this device and still holds (for leak checks).
+    pub(crate) allocated: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (the guarded state stays consistent: every critical section
+/// either completes or leaves the previous value).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Gpu {
+    /// Opens the default adapter and creates a device, blocking until done.
+    ///
+    /// Honours `WGPU_BACKEND` (e.g. `vulkan`, `gl`, `metal`, `dx12`; a comma list) and
+    /// `WGPU_ADAPTER_NAME` (a case-insensitive substring of the adapter's name). Software adapters
+    /// (lavapipe, llvmpipe, WARP) are accepted. The device is created with the adapter's own
+    /// limits, so storage bindings reach the adapter's maximum.
+    ///
+    /// # Errors
+    /// [`Error::NoAdapter`] when no adapter matches, [`Error::RequestDevice`] when the device
+    /// cannot be created, [`Error::Unsupported`] when the adapter has no compute shaders.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// The asynchronous form of [`Gpu::new`].
+    ///
+    /// # Errors
+    /// As [`Gpu::new`].
+    pub async fn new_async() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = select_adapter(&instance).await?;
+        let downlevel = adapter.get_downlevel_capabilities();
+        if !downlevel.flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS) {
+            return Err(Error::Unsupported(format!(
+                "adapter {:?} has no compute shaders",
+                adapter.get_info().name
+            )));
+        }
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("zograd"),
+                required_features: wgpu::Features::empty(),
+                required_limits: adapter.limits(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await?;
+        Self::build(device, queue, true)
+    }
+
+    /// Adopts a device and queue the caller already has (for sharing buffers with the caller's
+    /// own pipelines). zograd uses only the limits the device was created with.
+    ///
+    /// zograd installs no error or device-lost handler on an adopted device; errors inside
+    /// zograd's calls are still caught with error scopes and returned.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the device's limits are too small for zograd's kernels
+    /// (fewer than 256 invocations per workgroup or 4 KiB of workgroup memory).
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        Self::build(device, queue, false)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, owned: bool) -> Result<Self> {
+        let limits = device.limits();
+        if limits.max_compute_invocations_per_workgroup < 256
+            || limits.max_compute_workgroup_size_x < 256
+            || limits.max_compute_workgroup_storage_size < 4224
+            || limits.max_storage_buffers_per_shader_stage < 3
+        {
+            return Err(Error::Unsupported(format!(
+                "zograd needs 256 invocations per workgroup, 4224 bytes of workgroup memory and 3 \
+                 storage buffers per stage; the device allows {}, {} and {}",
+                limits.max_compute_invocations_per_workgroup,
+                limits.max_compute_workgroup_storage_size,
+                limits.max_storage_buffers_per_shader_stage
+            )));
+        }
+        let lost = Arc::new(Mutex::new(None));
+        let uncaptured = Arc::new(Mutex::new(None));
+        if owned {
+            let l = Arc::clone(&lost);
+            device.set_device_lost_callback(move |reason, msg| {
+                *lock(&l) = Some(format!("{reason:?}: {msg}"));
+            });
+            let u = Arc::clone(&uncaptured);
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                lock(&u).get_or_insert_with(|| e.to_string());
+            }));
+        }
+        let layouts = Layouts::new(&device);
+        let info = device.adapter_info();
+        let allocated = Arc::new(AtomicU64::new(0));
+        let sphere = super::sphere::SphereState::default();
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                id: NEXT_GPU_ID.fetch_add(1, Ordering::Relaxed),
+                device,
+                queue,
+                info,
+                limits,
+                layouts,
+                pipelines: Mutex::new(HashMap::new()),
+                modules: Mutex::new(HashMap::new()),
+                lost,
+                uncaptured,
+                staging: Mutex::new(Vec::new()),
+                sphere: Mutex::new(sphere),
+                allocated,
+            }),
+        })
+    }
+
+    /// The wgpu device, for the caller's own shaders.
+    #[must_use]
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue, for the caller's own shaders.
+    #[must_use]
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter's name, backend and driver.
+    #[must_use]
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The limits the device was created with (zograd sizes chunks and grids from these).
+    #[must_use]
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// Bytes of GPU buffers zograd has created on this device and not yet freed (parameter and
+    /// state buffers, uniforms, staging). Meant for leak checks in long runs.
+    #[must_use]
+    pub fn allocated_bytes(&self) -> u64 {
+        self.inner.allocated.load(Ordering::Relaxed)
+    }
+
+    /// Waits until all submitted work has finished.
+    ///
+    /// # Errors
+    /// [`Error::Poll`] or [`Error::DeviceLost`].
+    pub fn wait(&self) -> Result<()> {
+        self.check_alive()?;
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())?;
+        self.check_alive()
+    }
+
+    /// Whether two handles refer to the same device.
+    pub(crate) fn same(&self, other: &Gpu) -> bool {
+        self.inner.id == other.inner.id
+    }
+
+    /// Fails with [`Error::DeviceLost`] once the device has been lost.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if let Some(msg) = lock(&self.inner.lost).clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and returns the first error
+    /// wgpu reported, if any, instead of panicking.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check_alive()?;
+        let device = &self.inner.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = oom.or(validation) {
+            self.check_alive()?;
+            return Err(e.into());
+        }
+        if let Some(msg) = lock(&self.inner.uncaptured).take() {
+            return Err(Error::Validation(msg));
+        }
+        out
+    }
+
+    /// The cached pipeline of `kernel`, compiled on first use.
+    pub(crate) fn pipeline(&self, kernel: Kernel) -> Result<wgpu::ComputePipeline> {
+        if let Some(p) = lock(&self.inner.pipelines).get(&kernel) {
+            return Ok(p.clone());
+        }
+        let family = kernel.family();
+        let module = {
+            let mut modules = lock(&self.inner.modules);
+            if let Some(m) = modules.get(&family) {
+                m.clone()
+            } else {
+                let source = family.source();
+                let m = self.scoped(|| {
+                    Ok(self
+                        .inner
+                        .device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(family.label()),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                        }))
+                })?;
+                modules.insert(family, m.clone());
+                m
+            }
+        };
+        let layout = self.inner.layouts.pipeline_layout(kernel.layout());
+        let pipeline = self.scoped(|| {
+            Ok(self
+                .inner
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.entry()),
+                    layout: Some(layout),
+                    module: &module,
+                    entry_point: Some(kernel.entry()),
+                    compilation_options: wgpu::PipelineCompilationOptions::default(),
+                    cache: None,
+                }))
+        })?;
+        lock(&self.inner.pipelines).insert(kernel, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Creates a buffer inside an error scope, counting its bytes in
+    /// [`Gpu::allocated_bytes`]; fails cleanly past the adapter's `max_buffer_size`.
+    pub(crate) fn create_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<TrackedBuffer> {
+        if size > self.inner.limits.max_buffer_size {
+            return Err(Error::TooLarge(format!(
+                "{label}: {size} bytes exceeds the adapter's max_buffer_size of {}",
+                self.inner.limits.max_buffer_size
+            )));
+        }
+        let buffer = self.scoped(|| {
+            Ok(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            }))
+        })?;
+        Ok(TrackedBuffer::new(buffer, &self.inner.allocated))
+    }
+}
+
+/// A buffer zograd created, counted in [`Gpu::allocated_bytes`] until dropped. (It is not
+/// destroyed on drop: a caller may still hold a clone of the handle, e.g. from
+/// [`Params::buffers`](crate::Params::buffers); wgpu frees it with the last handle.)
+#[derive(Debug)]
+pub(crate) struct TrackedBuffer {
+    buffer: wgpu::Buffer,
+    counter: Arc<AtomicU64>,
+}
+
+impl TrackedBuffer {
+    fn new(buffer: wgpu::Buffer, counter: &Arc<AtomicU64>) -> Self {
+        counter.fetch_add(buffer.size(), Ordering::Relaxed);
+        Self {
+            buffer,
+            counter: Arc::clone(counter),
+        }
+    }
+}
+
+impl std::ops::Deref for TrackedBuffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl Drop for TrackedBuffer {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.buffer.size(), Ordering::Relaxed);
+    }
+}
+
+/// Picks the adapter: `WGPU_ADAPTER_NAME` if set (an error, not a panic, when nothing matches),
+/// else the instance's default, else the first adapter enumerated (software ones included).
+async fn select_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+    let names: Vec<String> = adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?})", i.name, i.backend)
+        })
+        .collect();
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let wanted_lc = wanted.to_lowercase();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lc))
+            .ok_or_else(|| {
+                Error::NoAdapter(format!(
+                    "WGPU_ADAPTER_NAME={wanted:?} matches none of [{}]",
+                    names.join(", ")
+                ))
+            });
+    }
+    let preferred = instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+            ..Default::default()
+        })
+        .await;
+    match preferred {
+        Ok(a) => Ok(a),
+        Err(e) => adapters.into_iter().next().ok_or_else(|| {
+            Error::NoAdapter(format!(
+                "{e}; WGPU_BACKEND={:?}; install a Vulkan driver (e.g. Mesa's lavapipe, Debian \
+                 package mesa-vulkan-drivers) or use WGPU_BACKEND=gl",
+                std::env::var("WGPU_BACKEND").unwrap_or_default()
+            ))
+        }),
+    }
+}

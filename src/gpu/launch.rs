@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Recording and submitting kernel launches: the launch uniform, grid shapes past 65 535
+//! workgroups, and uniform slots selected by dynamic offsets.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::{Gpu, TrackedBuffer};
+use super::pipelines::Kernel;
+use crate::{Error, Result};
+
+/// Bytes of [`Launch`] (the WGSL `Launch` struct in `shaders/common.wgsl`).
+pub(crate) const LAUNCH_BYTES: u64 = 64;
+
+/// The per-chunk launch uniform; mirrors `struct Launch` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub(crate) struct Launch {
+    pub gbase: [u32; 2],
+    pub seed: [u32; 2],
+    pub len: u32,
+    pub groups_x: u32,
+    pub n_groups: u32,
+    pub dist: u32,
+    pub step: u32,
+    pub sample: u32,
+    pub scale: f32,
+    pub n_terms: u32,
+    pub out_offset: u32,
+    pub pad: [u32; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<Launch>() as u64 == LAUNCH_BYTES);
+
+/// Splits a u64 into (lo, hi).
+pub(crate) fn split64(v: u64) -> [u32; 2] {
+    [v as u32, (v >> 32) as u32]
+}
+
+/// Elements one dispatch can cover on this adapter: a 2-D grid of
+/// `max_compute_workgroups_per_dimension`² workgroups of at least 1024 elements each, less one
+/// workgroup for launches that start inside a Philox block.
+pub(crate) fn grid_capacity(gpu: &Gpu) -> u64 {
+    let dim = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
+    (dim * dim).saturating_sub(1) * 1024
+}
+
+impl Launch {
+    /// A launch of `kernel` over `len` elements whose first has global index `gbase`, with the
+    /// grid fields filled in.
+    pub(crate) fn new(gpu: &Gpu, kernel: Kernel, len: u64, gbase: u64) -> Result<Self> {
+        let per = kernel.elements_per_group();
+        // Quad kernels start at the Philox block boundary before the chunk (r = gbase % 4).
+        let covered = len + (gbase % 4);
+        let n_groups = covered.div_ceil(per).max(1);
+        let max_dim = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
+        let groups_x = n_groups.min(max_dim);
+        if n_groups.div_ceil(groups_x) > max_dim || len > u64::from(u32::MAX) / 2 {
+            return Err(Error::TooLarge(format!(
+                "a chunk of {len} elements needs {n_groups} workgroups, past the adapter's grid"
+            )));
+        }
+        Ok(Launch {
+            gbase: split64(gbase),
+            len: len as u32,
+            groups_x: groups_x as u32,
+            n_groups: n_groups as u32,
+            ..Launch::default()
+        })
+    }
+
+    /// The grid to dispatch: (x, y) workgroups covering `n_groups`.
+    pub(crate) fn grid(&self) -> (u32, u32) {
+        (self.groups_x, self.n_groups.div_ceil(self.groups_x))
+    }
+}
+
+/// A uniform buffer with one slot per chunk, each slot aligned for dynamic offsets.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    buffer: TrackedBuffer,
+    stride: u64,
+    capacity: usize,
+}
+
+impl Slots {
+    pub(crate) fn new(gpu: &Gpu, label: &str, capacity: usize) -> Result<Self> {
+        let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment).max(1);
+        let stride = LAUNCH_BYTES.div_ceil(align) * align;
+        let buffer = gpu.create_buffer(
+            label,
+            stride * capacity.max(1) as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )?;
+        Ok(Self {
+            buffer,
+            stride,
+            capacity: capacity.max(1),
+        })
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Writes the launches into the slots, records one compute pass that dispatches `kernel`
+    /// once per launch with its bind group, and submits it. Nothing waits for the GPU.
+    pub(crate) fn submit(
+        &self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        launches: &[(Launch, &wgpu::BindGroup)],
+    ) -> Result<()> {
+        assert!(launches.len() <= self.capacity, "more launches than uniform slots");
+        let pipeline = gpu.pipeline(kernel)?;
+        gpu.scoped(|| {
+            let mut bytes = vec![0u8; self.stride as usize * launches.len()];
+            for (k, (launch, _)) in launches.iter().enumerate() {
+                let at = k * self.stride as usize;
+                bytes[at..at + LAUNCH_BYTES as usize].copy_from_slice(bytemuck::bytes_of(launch));
+            }
+            let queue = gpu.queue();
+            queue.write_buffer(&self.buffer, 0, &bytes);
+            let mut encoder = gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some(kernel.entry()),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(kernel.entry()),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipeline);
+                for (k, (launch, group)) in launches.iter().enumerate() {
+                    pass.set_bind_group(0, *group, &[(k as u64 * self.stride) as u32]);
+                    let (x, y) = launch.grid();
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+            }
+            queue.submit([encoder.finish()]);
+            Ok(())
+        })
+    }
+
+    /// A bind-group entry for the uniform at binding 0 (one slot wide; the dynamic offset moves
+    /// it).
+    pub(crate) fn entry(&self) -> wgpu::BindGroupEntry<'_> {
+        wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.buffer,
+                offset: 0,
+                size: wgpu::BufferSize::new(LAUNCH_BYTES),
+            }),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The kernels, their entry points and the bind-group layouts they share.
+
+use super::shaders::Family;
+
+/// Every compute kernel zograd launches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    PerturbRademacher,
+    PerturbQuad,
+    AccumulateRademacher,
+    AccumulateQuad,
+    Copy,
+    Axpy,
+    Scale,
+    Fill,
+    SphereSumsq,
+    Sumsq,
+    Dot,
+}
+
+/// The binding shapes: a dynamic-offset uniform at binding 0, then one read-write storage
+/// buffer and zero, one or two read-only ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum LayoutKind {
+    /// uniform, rw
+    One,
+    /// uniform, rw, ro
+    Two,
+    /// uniform, rw, ro, ro
+    Three,
+}
+
+impl Kernel {
+    pub(crate) fn family(self) -> Family {
+        match self {
+            Kernel::PerturbRademacher | Kernel::PerturbQuad => Family::Perturb,
+            Kernel::AccumulateRademacher | Kernel::AccumulateQuad => Family::Accumulate,
+            Kernel::Copy | Kernel::Axpy | Kernel::Scale | Kernel::Fill => Family::Elementwise,
+            Kernel::SphereSumsq | Kernel::Sumsq | Kernel::Dot => Family::Reduce,
+        }
+    }
+
+    pub(crate) fn entry(self) -> &'static str {
+        match self {
+            Kernel::PerturbRademacher => "perturb_rademacher",
+            Kernel::PerturbQuad => "perturb_quad",
+            Kernel::AccumulateRademacher => "accumulate_rademacher",
+            Kernel::AccumulateQuad => "accumulate_quad",
+            Kernel::Copy => "copy",
+            Kernel::Axpy => "axpy",
+            Kernel::Scale => "scale",
+            Kernel::Fill => "fill",
+            Kernel::SphereSumsq => "sphere_sumsq",
+            Kernel::Sumsq => "sumsq",
+            Kernel::Dot => "dot_product",
+        }
+    }
+
+    pub(crate) fn layout(self) -> LayoutKind {
+        match self {
+            Kernel::PerturbRademacher
+            | Kernel::PerturbQuad
+            | Kernel::Scale
+            | Kernel::Fill
+            | Kernel::SphereSumsq => LayoutKind::One,
+            Kernel::AccumulateRademacher
+            | Kernel::AccumulateQuad
+            | Kernel::Copy
+            | Kernel::Axpy
+            | Kernel::Sumsq => LayoutKind::Two,
+            Kernel::Dot => LayoutKind::Three,
+        }
+    }
+
+    /// Elements one workgroup covers, which fixes the grid: Rademacher kernels own a tile of
+    /// 4096 elements, quad kernels 256 blocks of 4, elementwise and reductions 1024 elements.
+    pub(crate) fn elements_per_group(self) -> u64 {
+        match self {
+            Kernel::PerturbRademacher | Kernel::AccumulateRademacher => 4096,
+            _ => 1024,
+        }
+    }
+}
+
+/// The three bind-group layouts and their pipeline layouts, created once per device.
+#[derive(Debug)]
+pub(crate) struct Layouts {
+    bind: [wgpu::BindGroupLayout; 3],
+    pipeline: [wgpu::PipelineLayout; 3],
+}
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl Layouts {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        let uniform = wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: wgpu::BufferSize::new(super::launch::LAUNCH_BYTES),
+            },
+            count: None,
+        };
+        let make = |label: &str, n_ro: u32| {
+            let mut entries = vec![uniform, storage_entry(1, false)];
+            entries.extend((0..n_ro).map(|k| storage_entry(2 + k, true)));
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries: &entries,
+            })
+        };
+        let bind = [
+            make("zograd::layout1", 0),
+            make("zograd::layout2", 1),
+            make("zograd::layout3", 2),
+        ];
+        let pipeline = std::array::from_fn(|k| {
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("zograd::pipeline_layout"),
+                bind_group_layouts: &[Some(&bind[k])],
+                immediate_size: 0,
+            })
+        });
+        Self { bind, pipeline }
+    }
+
+    fn index(kind: LayoutKind) -> usize {
+        match kind {
+            LayoutKind::One => 0,
+            LayoutKind::Two => 1,
+            LayoutKind::Three => 2,
+        }
+    }
+
+    pub(crate) fn bind_group_layout(&self, kind: LayoutKind) -> &wgpu::BindGroupLayout {
+        &self.bind[Self::index(kind)]
+    }
+
+    pub(crate) fn pipeline_layout(&self, kind: LayoutKind) -> &wgpu::PipelineLayout {
+        &self.pipeline[Self::index(kind)]
+    }
+}

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Reading buffers back to the host through a small pool of reused staging buffers.
+
+use std::sync::mpsc;
+
+use super::context::{lock, Gpu, TrackedBuffer};
+use crate::{Error, Result};
+
+/// The largest piece copied through one staging buffer; bigger reads loop.
+const PIECE_BYTES: u64 = 32 << 20;
+/// Staging buffers kept for reuse.
+const POOL_SIZE: usize = 4;
+
+impl Gpu {
+    fn take_staging(&self, size: u64) -> Result<TrackedBuffer> {
+        {
+            let mut pool = lock(&self.inner.staging);
+            if let Some(k) = pool.iter().position(|b| b.size() >= size) {
+                return Ok(pool.swap_remove(k));
+            }
+        }
+        let size = size.next_power_of_two().max(4096);
+        self.create_buffer(
+            "zograd::staging",
+            size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )
+    }
+
+    fn return_staging(&self, buffer: TrackedBuffer) {
+        let mut pool = lock(&self.inner.staging);
+        if pool.len() < POOL_SIZE {
+            pool.push(buffer);
+        } else if let Some(k) = pool.iter().position(|b| b.size() < buffer.size()) {
+            pool[k] = buffer;
+        }
+    }
+
+    /// Reads `len` f32 values starting at byte `offset` of `src` (which needs COPY_SRC) and
+    /// appends them to `out`. Waits for the GPU.
+    pub(crate) fn read_f32(
+        &self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let total = len * 4;
+        let mut done = 0;
+        while done < total {
+            let piece = (total - done).min(PIECE_BYTES);
+            let staging = self.take_staging(piece)?;
+            let result = self.read_piece(src, offset + done, piece, &staging, out);
+            self.return_staging(staging);
+            result?;
+            done += piece;
+        }
+        Ok(())
+    }
+
+    fn read_piece(
+        &self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        piece: u64,
+        staging: &wgpu::Buffer,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        self.scoped(|| {
+            let mut encoder = self
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("zograd::readback"),
+                });
+            encoder.copy_buffer_to_buffer(src, offset, staging, 0, piece);
+            self.queue().submit([encoder.finish()]);
+            staging.map_async(wgpu::MapMode::Read, 0..piece, move |r| {
+                let _ = tx.send(r);
+            });
+            Ok(())
+        })?;
+        self.device().poll(wgpu::PollType::wait_indefinitely())?;
+        self.check_alive()?;
+        let mapped = rx
+            .recv()
+            .map_err(|_| Error::DeviceLost("the readback callback never ran".into()))?;
+        mapped?;
+        {
+            let view = staging
+                .get_mapped_range(0..piece)
+                .map_err(|e| Error::Validation(e.to_string()))?;
+            out.extend_from_slice(bytemuck::cast_slice(&view));
+        }
+        staging.unmap();
+        Ok(())
+    }
+}

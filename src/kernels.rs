@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The GPU kernels zograd's estimators are built from, public for users who write their own
+//! estimators ([`GradApproximator`](crate::approx::GradApproximator)).
+//!
+//! Each call records and submits its work and returns without waiting for the GPU (except the
+//! reductions, which return a number, and the first use of a [`Distribution::Sphere`] direction,
+//! which computes its norm). Every kernel processes every buffer of the [`Params`] in chunks of at
+//! most the adapter's storage-binding size. [`crate::cpu`] holds the CPU twin of each.
+
+use crate::gpu::launch::split64;
+use crate::gpu::pipelines::Kernel;
+use crate::{Distribution, Error, Params, Result};
+
+/// A random direction: element `i` is `z(seed, step, sample, i)` drawn from `distribution`
+/// (DESIGN.md §3), regenerated wherever it is used and never stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Direction {
+    /// The distribution of the elements.
+    pub distribution: Distribution,
+    /// The stream's seed (the Philox key).
+    pub seed: u64,
+    /// The optimiser step (counter word 3).
+    pub step: u32,
+    /// The sample within the step (counter word 2).
+    pub sample: u32,
+}
+
+fn check_finite(name: &str, v: f32) -> Result<()> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("{name}: must be finite, got {v}")))
+    }
+}
+
+/// The factor √n/‖z‖ that turns Gaussian directions into [`Distribution::Sphere`] ones, per
+/// sample.
+fn sphere_factors(x: &Params, seed: u64, step: u32, samples: &[u32]) -> Result<Vec<f64>> {
+    let n = x.len();
+    let norms = x.gpu().sphere_norms(seed, step, samples, n)?;
+    Ok(norms.iter().map(|norm| (n as f64).sqrt() / norm).collect())
+}
+
+/// `x[i] += scale · z(dir, i)` in place over every buffer.
+///
+/// One Philox block serves 128 Rademacher elements (a workgroup shares it through workgroup
+/// memory) or 4 Gaussian/uniform elements. Rademacher is bit-exact with
+/// [`crate::cpu::perturb`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a non-finite `scale`; device errors.
+///
+/// # Example
+/// ```no_run
+/// use zograd::kernels::{perturb, Direction};
+/// # fn main() -> zograd::Result<()> {
+/// let gpu = zograd::Gpu::new()?;
+/// let mut x = zograd::Params::from_slices(&gpu, &[&[0.0f32; 1000][..]])?;
+/// let dir = Direction { distribution: zograd::Distribution::Rademacher, seed: 1, step: 0, sample: 0 };
+/// perturb(&mut x, &dir, 1e-3)?;   // x + h z
+/// perturb(&mut x, &dir, -1e-3)?;  // back to x (up to f32 rounding)
+/// # Ok(()) }
+/// ```
+pub fn perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
+    check_finite("scale", scale)?;
+    let scale = if dir.distribution == Distribution::Sphere {
+        (f64::from(scale) * sphere_factors(x, dir.seed, dir.step, &[dir.sample])?[0]) as f32
+    } else {
+        scale
+    };
+    let kernel = match dir.distribution {
+        Distribution::Rademacher => Kernel::PerturbRademacher,
+        _ => Kernel::PerturbQuad,
+    };
+    x.launch(kernel, |l| {
+        l.seed = split64(dir.seed);
+        l.step = dir.step;
+        l.sample = dir.sample;
+        l.dist = dir.distribution.code();
+        l.scale = scale;
+    })
+}
+
+/// `g[i] += Σ_t coeff_t · z(seed, step, sample_t, i)` for all `terms = [(sample_t, coeff_t)]` in
+/// ONE pass over `g`: the sum runs over the terms in order, starting from 0, and is added to `g`
+/// once. An empty `terms` does nothing.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a non-finite coefficient; device errors.
+pub fn accumulate(
+    g: &mut Params,
+    distribution: Distribution,
+    seed: u64,
+    step: u32,
+    terms: &[(u32, f32)],
+) -> Result<()> {
+    if terms.is_empty() {
+        return Ok(());
+    }
+    for (k, (_, c)) in terms.iter().enumerate() {
+        check_finite(&format!("terms[{k}].coeff"), *c)?;
+    }
+    let scaled: Vec<(u32, f32)>;
+    let terms = if distribution == Distribution::Sphere {
+        let samples: Vec<u32> = terms.iter().map(|t| t.0).collect();
+        let factors = sphere_factors(g, seed, step, &samples)?;
+        scaled = terms
+            .iter()
+            .zip(factors)
+            .map(|((s, c), f)| (*s, (f64::from(*c) * f) as f32))
+            .collect();
+        &scaled[..]
+    } else {
+        terms
+    };
+    let kernel = match distribution {
+        Distribution::Rademacher => Kernel::AccumulateRademacher,
+        _ => Kernel::AccumulateQuad,
+    };
+    g.launch_terms(kernel, terms, |l| {
+        l.seed = split64(seed);
+        l.step = step;
+        l.dist = distribution.code();
+    })
+}
+
+/// `dst = src` (same buffer lengths, same device, distinct `Params`). A kernel, not a buffer copy,
+/// so it works on adopted buffers without COPY usages; it is also the bandwidth yardstick the
+/// benchmarks compare against.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the shapes or devices differ.
+pub fn copy(dst: &mut Params, src: &Params) -> Result<()> {
+    dst.launch_pair(Kernel::Copy, src, "src", |_| {})
+}
+
+/// `y += a · x` elementwise.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the shapes or devices differ or `a` is not finite.
+pub fn axpy(y: &mut Params, a: f32, x: &Params) -> Result<()> {
+    check_finite("a", a)?;
+    y.launch_pair(Kernel::Axpy, x, "x", |l| l.scale = a)
+}
+
+/// `x *= a` elementwise.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `a` is not finite.
+pub fn scale(x: &mut Params, a: f32) -> Result<()> {
+    check_finite("a", a)?;
+    x.launch(Kernel::Scale, |l| l.scale = a)
+}
+
+/// `x = value` elementwise (e.g. zeroing a gradient before an estimate).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `value` is not finite.
+pub fn fill(x: &mut Params, value: f32) -> Result<()> {
+    check_finite("value", value)?;
+    x.launch(Kernel::Fill, |l| l.scale = value)
+}
+
+/// Σ xᵢ·yᵢ over all elements (workgroup partial sums in f32, added in f64). Waits for the GPU.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the shapes or devices differ.
+pub fn dot(x: &Params, y: &Params) -> Result<f64> {
+    x.reduce(Some(y))
+}
+
+/// ‖x‖₂ over all elements. Waits for the GPU.
+///
+/// # Errors
+/// Device errors.
+pub fn norm(x: &Params) -> Result<f64> {
+    Ok(x.reduce(None)?.sqrt())
+}
+
+/// ‖z‖ of the Gaussian direction (seed, step, sample) over `n` elements: the normaliser of
+/// [`Distribution::Sphere`], computed by one reduction on the GPU and cached. Waits for the GPU.
+///
+/// # Errors
+/// Device errors.
+pub fn sphere_norm(gpu: &crate::Gpu, seed: u64, step: u32, sample: u32, n: u64) -> Result<f64> {
+    Ok(gpu.sphere_norms(seed, step, &[sample], n)?[0])
+}

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod error;
+pub(crate) mod gpu;
+mod params;
+
+pub mod cpu;
+pub mod kernels;
+pub mod rng;
+pub mod wgsl;
+
+pub use error::{Error, Result};
+pub use gpu::context::Gpu;
+pub use params::Params;
+pub use rng::Distribution;
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<crate::Gpu>();
+        assert_send_sync::<crate::Params>();
+        assert_send_sync::<crate::Error>();
+    }
+}

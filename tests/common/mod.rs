@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Shared test helpers: one device per test binary, test data from Philox.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::sync::OnceLock;
+
+use zograd::Gpu;
+
+/// The device of this test binary, from `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`. A test never
+/// passes by skipping: without an adapter it fails with the reason.
+pub fn gpu() -> Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new() {
+        Ok(g) => {
+            let i = g.adapter_info();
+            eprintln!("zograd tests on {} ({:?}, {})", i.name, i.backend, i.driver);
+            g
+        }
+        Err(e) => panic!("no GPU adapter for the tests: {e}"),
+    })
+    .clone()
+}
+
+/// Deterministic test data in [-1, 1) from Philox (no extra dependency).
+pub fn data(seed: u64, n: usize) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| zograd::rng::perturbation(zograd::Distribution::Uniform, seed, 99, 7, i) / 1.732_050_8)
+        .collect()
+}
+
+/// Splits `v` into consecutive pieces of the given lengths (the last takes the rest).
+pub fn split<'a>(v: &'a [f32], lens: &[usize]) -> Vec<&'a [f32]> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &l in lens {
+        out.push(&v[at..at + l]);
+        at += l;
+    }
+    if at < v.len() {
+        out.push(&v[at..]);
+    }
+    out
+}
+
+/// numpy-style closeness: |a - b| <= atol + rtol·|b|.
+pub fn assert_close(gpu: &[f32], cpu: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
+    let mut worst = (0usize, 0.0f32);
+    for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
+        let excess = (a - b).abs() - (atol + rtol * b.abs());
+        if excess > worst.1 || !a.is_finite() {
+            worst = (i, excess.max(f32::MIN_POSITIVE));
+            if !a.is_finite() {
+                break;
+            }
+        }
+    }
+    if worst.1 > 0.0 {
+        let i = worst.0;
+        panic!("{what}: element {i}: gpu {} vs cpu {} (atol {atol}, rtol {rtol})", gpu[i], cpu[i]);
+    }
+}

@@ -1,0 +1,347 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! GPU kernels against their CPU twins, on a real adapter (lavapipe or llvmpipe-GL in CI).
+
+mod common;
+
+use common::{assert_close, data, gpu, split};
+use zograd::kernels::{accumulate, axpy, copy, dot, fill, norm, perturb, scale, Direction};
+use zograd::{cpu, Distribution, Gpu, Params};
+
+const DISTS: [Distribution; 4] = [
+    Distribution::Rademacher,
+    Distribution::Gaussian,
+    Distribution::Uniform,
+    Distribution::Sphere,
+];
+
+/// GPU vs CPU: bit-exact for Rademacher (its values are ±1 and one f32 add), 1e-6 absolute +
+/// 1e-5 relative for the transcendental distributions (DESIGN.md §3).
+fn compare(dist: Distribution, got: &[f32], want: &[f32], what: &str) {
+    if dist == Distribution::Rademacher || dist == Distribution::Uniform {
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: gpu {a} vs cpu {b}");
+        }
+    } else {
+        assert_close(got, want, 1e-6, 1e-5, what);
+    }
+}
+
+fn dir(distribution: Distribution) -> Direction {
+    Direction {
+        distribution,
+        seed: (1 << 32) + 12345,
+        step: 7,
+        sample: 3,
+    }
+}
+
+#[test]
+fn perturbation_matches_the_cpu_twin_on_all_lengths() {
+    let g = gpu();
+    for dist in DISTS {
+        for n in [1usize, 127, 128, 129, 1_000_003] {
+            let x0 = vec![0.0f32; n];
+            let mut x = Params::from_slices(&g, &[&x0]).unwrap();
+            perturb(&mut x, &dir(dist), 1.0).unwrap();
+            let mut want = x0.clone();
+            cpu::perturb(&mut want, 0, &dir(dist), 1.0, n as u64);
+            compare(dist, &x.to_vec().unwrap(), &want, &format!("{dist} z, n = {n}"));
+        }
+    }
+}
+
+#[test]
+fn perturbation_matches_the_cpu_twin_on_several_buffers() {
+    let g = gpu();
+    let x0 = data(1, 100_003);
+    let pieces = split(&x0, &[1, 127, 4097, 333, 50_000]);
+    for dist in DISTS {
+        let mut x = Params::from_slices(&g, &pieces).unwrap();
+        perturb(&mut x, &dir(dist), 0.37).unwrap();
+        let mut want = x0.clone();
+        cpu::perturb(&mut want, 0, &dir(dist), 0.37, x0.len() as u64);
+        compare(dist, &x.to_vec().unwrap(), &want, &format!("{dist} x + 0.37 z"));
+    }
+}
+
+#[test]
+fn directions_do_not_depend_on_the_buffer_layout() {
+    let g = gpu();
+    let n = 70_001;
+    let zeros = vec![0.0f32; n];
+    for dist in DISTS {
+        let mut one = Params::from_slices(&g, &[&zeros]).unwrap();
+        let mut many = Params::from_slices(&g, &split(&zeros, &[3, 125, 131, 9999, 1, 4096])).unwrap();
+        perturb(&mut one, &dir(dist), 1.0).unwrap();
+        perturb(&mut many, &dir(dist), 1.0).unwrap();
+        let (a, b) = (one.to_vec().unwrap(), many.to_vec().unwrap());
+        assert!(
+            a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()),
+            "{dist}: layouts differ"
+        );
+    }
+}
+
+#[test]
+fn accumulate_matches_the_cpu_sum() {
+    let g = gpu();
+    let x0 = data(2, 20_011);
+    let pieces = split(&x0, &[5000, 7, 129]);
+    for dist in DISTS {
+        for n_terms in [1u32, 8, 21] {
+            let terms: Vec<(u32, f32)> = (0..n_terms).map(|s| (3 * s + 1, 0.25 - 0.1 * s as f32)).collect();
+            let mut acc = Params::from_slices(&g, &pieces).unwrap();
+            accumulate(&mut acc, dist, 99 + (1 << 34), 5, &terms).unwrap();
+            let mut want = x0.clone();
+            cpu::accumulate(&mut want, 0, dist, 99 + (1 << 34), 5, &terms, x0.len() as u64);
+            let what = format!("{dist} accumulate, {n_terms} terms");
+            if dist == Distribution::Rademacher {
+                compare(dist, &acc.to_vec().unwrap(), &want, &what);
+            } else {
+                // A sum of n_terms products: allow each its rounding.
+                assert_close(&acc.to_vec().unwrap(), &want, 2e-6 * n_terms as f32, 1e-5, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn accumulate_with_one_term_equals_perturb() {
+    let g = gpu();
+    let x0 = data(3, 9_999);
+    for dist in DISTS {
+        let mut a = Params::from_slices(&g, &[&x0]).unwrap();
+        let mut b = Params::from_slices(&g, &[&x0]).unwrap();
+        let d = dir(dist);
+        perturb(&mut a, &d, -0.5).unwrap();
+        accumulate(&mut b, dist, d.seed, d.step, &[(d.sample, -0.5)]).unwrap();
+        assert_close(&a.to_vec().unwrap(), &b.to_vec().unwrap(), 1e-7, 1e-6, dist.name());
+    }
+}
+
+/// A 160 MiB buffer exceeds the 128 MiB storage-binding limit of lavapipe and llvmpipe: the
+/// kernels bind it in chunks. Checked against the CPU twin around every chunk boundary.
+#[test]
+fn a_buffer_larger_than_the_binding_limit_is_perturbed_across_chunks() {
+    let g = gpu();
+    let n: usize = 40 << 20;
+    let limit = g.limits().max_storage_buffer_binding_size / 4;
+    let x0 = vec![0.5f32; n];
+    let mut x = Params::from_slices(&g, &[&x0[..7], &x0[7..]]).unwrap();
+    let chunk = x.chunk_len();
+    assert!(chunk <= limit && (n as u64) > chunk, "chunk {chunk}, limit {limit}");
+    for dist in [Distribution::Rademacher, Distribution::Gaussian] {
+        let d = dir(dist);
+        perturb(&mut x, &d, 0.25).unwrap();
+        let got = x.to_vec().unwrap();
+        // Boundaries in global indices: the buffer split at 7, then chunks of the second buffer.
+        let mut spots: Vec<u64> = vec![0, 7, n as u64 - 1];
+        let mut b = 7 + chunk;
+        while b < n as u64 {
+            spots.push(b);
+            b += chunk;
+        }
+        for s in spots {
+            for i in s.saturating_sub(130)..(s + 130).min(n as u64) {
+                let want = 0.5 + 0.25 * zograd::rng::perturbation(dist, d.seed, d.step, d.sample, i);
+                let have = got[i as usize];
+                if dist == Distribution::Rademacher {
+                    assert_eq!(have, want, "{dist} element {i}");
+                } else {
+                    assert!((have - want).abs() <= 2e-6, "{dist} element {i}: {have} vs {want}");
+                }
+            }
+        }
+        perturb(&mut x, &d, -0.25).unwrap();
+    }
+    assert!(x.to_vec().unwrap().iter().all(|v| (v - 0.5).abs() < 1e-6));
+}
+
+/// Small chunks (set_max_chunk_len) put many chunk boundaries inside Philox blocks, for every
+/// kernel.
+#[test]
+fn every_kernel_is_correct_across_small_chunks() {
+    let g = gpu();
+    let x0 = data(4, 30_000);
+    let y0 = data(5, 30_000);
+    let pieces = [&x0[..10_001], &x0[10_001..]];
+    let ypieces = [&y0[..10_001], &y0[10_001..]];
+    let terms = [(0u32, 0.5f32), (9, -1.25), (4, 2.0)];
+    for dist in DISTS {
+        let mut x = Params::from_slices(&g, &pieces).unwrap();
+        x.set_max_chunk_len(1000).unwrap();
+        assert!(x.chunk_len() <= 1000);
+        perturb(&mut x, &dir(dist), 0.1).unwrap();
+        accumulate(&mut x, dist, 3, 1, &terms).unwrap();
+        let mut want = x0.clone();
+        cpu::perturb(&mut want, 0, &dir(dist), 0.1, 30_000);
+        cpu::accumulate(&mut want, 0, dist, 3, 1, &terms, 30_000);
+        assert_close(&x.to_vec().unwrap(), &want, 1e-5, 1e-5, &format!("{dist} small chunks"));
+    }
+    let mut y = Params::from_slices(&g, &ypieces).unwrap();
+    let mut x = Params::from_slices(&g, &pieces).unwrap();
+    y.set_max_chunk_len(1000).unwrap();
+    x.set_max_chunk_len(1000).unwrap();
+    axpy(&mut y, -0.5, &x).unwrap();
+    let mut want = y0.clone();
+    cpu::axpy(&mut want, -0.5, &x0);
+    compare(Distribution::Rademacher, &y.to_vec().unwrap(), &want, "axpy small chunks");
+    let d = dot(&x, &y).unwrap();
+    assert!((d - cpu::dot(&x0, &want)).abs() < 1e-3, "dot small chunks");
+}
+
+#[test]
+fn elementwise_kernels_match_the_cpu() {
+    let g = gpu();
+    let x0 = data(6, 5003);
+    let y0 = data(7, 5003);
+    let mut x = Params::from_slices(&g, &split(&x0, &[17, 2000])).unwrap();
+    let mut y = Params::from_slices(&g, &split(&y0, &[17, 2000])).unwrap();
+
+    axpy(&mut y, 0.75, &x).unwrap();
+    let mut want = y0.clone();
+    cpu::axpy(&mut want, 0.75, &x0);
+    compare(Distribution::Rademacher, &y.to_vec().unwrap(), &want, "axpy");
+
+    scale(&mut y, -3.0).unwrap();
+    cpu::scale(&mut want, -3.0);
+    compare(Distribution::Rademacher, &y.to_vec().unwrap(), &want, "scale");
+
+    let d = dot(&x, &y).unwrap();
+    let dw = cpu::dot(&x0, &want);
+    assert!((d - dw).abs() <= 1e-5 * dw.abs().max(1.0), "dot {d} vs {dw}");
+    let nx = norm(&x).unwrap();
+    let nw = cpu::dot(&x0, &x0).sqrt();
+    assert!((nx - nw).abs() <= 1e-5 * nw, "norm {nx} vs {nw}");
+
+    copy(&mut x, &y).unwrap();
+    assert_eq!(x.to_vec().unwrap(), want, "copy");
+    fill(&mut x, 2.5).unwrap();
+    assert!(x.to_vec().unwrap().iter().all(|v| *v == 2.5), "fill");
+}
+
+#[test]
+fn sphere_directions_have_norm_sqrt_n() {
+    let g = gpu();
+    let n = 12_345usize;
+    let mut x = Params::from_slices(&g, &[&vec![0.0f32; n][..]]).unwrap();
+    perturb(&mut x, &dir(Distribution::Sphere), 1.0).unwrap();
+    let z = x.to_vec().unwrap();
+    let nz = z.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+    assert!((nz - (n as f64).sqrt()).abs() < 1e-4 * nz, "‖z‖ = {nz}");
+    let gpu_norm = zograd::kernels::sphere_norm(&g, 5, 6, 7, n as u64).unwrap();
+    let cpu_norm = zograd::rng::sphere_norm(5, 6, 7, n as u64);
+    assert!((gpu_norm - cpu_norm).abs() < 1e-5 * cpu_norm, "{gpu_norm} vs {cpu_norm}");
+}
+
+/// Mean and variance of 10⁶ GPU values within 5 standard errors of (0, 1).
+#[test]
+fn gpu_distributions_have_zero_mean_and_unit_variance() {
+    let g = gpu();
+    let n = 1_000_000usize;
+    for (dist, fourth) in [
+        (Distribution::Rademacher, 1.0),
+        (Distribution::Gaussian, 3.0),
+        (Distribution::Uniform, 1.8),
+    ] {
+        let mut x = Params::from_slices(&g, &[&vec![0.0f32; n][..]]).unwrap();
+        perturb(&mut x, &dir(dist), 1.0).unwrap();
+        let z = x.to_vec().unwrap();
+        let nf = n as f64;
+        let mean = z.iter().map(|v| f64::from(*v)).sum::<f64>() / nf;
+        let var = z.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / nf;
+        assert!(mean.abs() < 5.0 * (1.0 / nf).sqrt(), "{dist}: mean {mean}");
+        let se_var = ((fourth - 1.0) / nf).sqrt();
+        assert!((var - 1.0).abs() <= 5.0 * se_var, "{dist}: variance {var}");
+    }
+}
+
+/// In-place restoration drifts by f32 rounding. Each cycle does two adds, each rounding by at
+/// most half an ulp of a value below 2 (|x| < 1, |h z| < 0.01): ≤ 2 · 2⁻²⁴ per cycle, so after
+/// 1000 cycles the drift is at most 1000 · 2⁻²³ ≈ 1.2e-4 in the worst case. Measured on
+/// lavapipe: see the printed figure (about 1e-7 to 1e-6: rounding errors mostly cancel).
+#[test]
+fn perturb_restore_drift_stays_within_the_f32_bound() {
+    let g = gpu();
+    let x0 = data(8, 10_000);
+    let h = 1e-3f32;
+    let cycles = 1000u32;
+    let bound = cycles as f32 * 2.0 * f32::EPSILON / 2.0;
+    for dist in [Distribution::Rademacher, Distribution::Gaussian, Distribution::Uniform] {
+        let mut x = Params::from_slices(&g, &[&x0]).unwrap();
+        for step in 0..cycles {
+            let d = Direction {
+                distribution: dist,
+                seed: 11,
+                step,
+                sample: 0,
+            };
+            perturb(&mut x, &d, h).unwrap();
+            perturb(&mut x, &d, -h).unwrap();
+        }
+        let drift = x
+            .to_vec()
+            .unwrap()
+            .iter()
+            .zip(&x0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("drift after {cycles} cycles of ±{h} {dist}: max |x - x0| = {drift:e} (bound {bound:e})");
+        assert!(drift <= bound, "{dist}: drift {drift} > {bound}");
+    }
+}
+
+/// A device whose grid is limited to 5 workgroups per dimension forces 2-D dispatches.
+#[test]
+fn dispatches_past_the_grid_limit_use_a_second_dimension() {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("an adapter");
+    let mut limits = adapter.limits();
+    limits.max_compute_workgroups_per_dimension = 5;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("a device");
+    let small = Gpu::from_wgpu(device, queue).unwrap();
+    assert_eq!(small.limits().max_compute_workgroups_per_dimension, 5);
+    // 25 groups fit a 5×5 grid: 100 000 elements need several chunks, each a 2-D grid.
+    let x0 = data(9, 100_000);
+    let terms = [(1u32, 0.5f32), (2, -0.25)];
+    for dist in DISTS {
+        let mut x = Params::from_slices(&small, &[&x0]).unwrap();
+        perturb(&mut x, &dir(dist), 0.2).unwrap();
+        accumulate(&mut x, dist, 1, 2, &terms).unwrap();
+        let mut want = x0.clone();
+        cpu::perturb(&mut want, 0, &dir(dist), 0.2, x0.len() as u64);
+        cpu::accumulate(&mut want, 0, dist, 1, 2, &terms, x0.len() as u64);
+        assert_close(&x.to_vec().unwrap(), &want, 1e-5, 1e-5, &format!("{dist} on a 5-wide grid"));
+    }
+    let mut y = Params::from_slices(&small, &[&x0]).unwrap();
+    scale(&mut y, 2.0).unwrap();
+    assert!(y.to_vec().unwrap().iter().zip(&x0).all(|(a, b)| *a == 2.0 * b));
+    assert!((norm(&y).unwrap() - 2.0 * cpu::dot(&x0, &x0).sqrt()).abs() < 1e-3);
+}
+
+#[test]
+fn adopted_buffers_are_used_in_place() {
+    let g = gpu();
+    let x0 = data(10, 3000);
+    let buf = wgpu::util::DeviceExt::create_buffer_init(
+        g.device(),
+        &wgpu::util::BufferInitDescriptor {
+            label: Some("user buffer"),
+            contents: bytemuck::cast_slice(&x0),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        },
+    );
+    let mut x = Params::from_buffers(&g, vec![buf.clone()]).unwrap();
+    assert_eq!(x.len(), 3000);
+    perturb(&mut x, &dir(Distribution::Rademacher), 1.0).unwrap();
+    let mut want = x0.clone();
+    cpu::perturb(&mut want, 0, &dir(Distribution::Rademacher), 1.0, 3000);
+    // Read the user's own buffer handle: the same memory was perturbed.
+    let again = Params::from_buffers(&g, vec![buf]).unwrap().to_vec().unwrap();
+    assert_eq!(again, want);
+}
