@@ -16,7 +16,7 @@ struct Launch {
     step: u32,
     sample: u32,
     scale: f32,
-    n_terms: u32,       // accumulate: entries of `terms`
+    n_terms: u32,       // accumulate: entries of `terms` (informational; kernels read terms[0])
     out_offset: u32,    // reductions: first partial-sum slot of this chunk
     pad0: u32,
     pad1: u32,
@@ -24,10 +24,32 @@ struct Launch {
 }
 
 @group(0) @binding(0) var<uniform> launch: Launch;
+// Every kernel writes one f32 array: the chunk (perturb, accumulate, elementwise) or the
+// partial sums (reductions).
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 
 const WG_SIZE: u32 = 256u;
 
 /// The linear index of a workgroup in the (possibly 2-D) grid.
 fn group_index(wg: vec3<u32>) -> u32 {
     return wg.x + wg.y * launch.groups_x;
+}
+
+/// The Rademacher values of bits 4q .. 4q+3 of the Philox word `w`, times c: +c for a set bit,
+/// -c for a clear one.
+fn signed4(w: u32, q: u32, c: f32) -> vec4<f32> {
+    let bits = (vec4<u32>(w >> (4u * q)) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u);
+    return select(vec4<f32>(-c), vec4<f32>(c), bits == vec4<u32>(1u));
+}
+
+/// dst[p - r + e] += v[e] for the lanes e that fall inside the chunk. Kernels whose threads own
+/// aligned Philox words or blocks count p from the boundary before the chunk, r elements
+/// earlier.
+fn add4(p: u32, r: u32, v: vec4<f32>) {
+    for (var e = 0u; e < 4u; e = e + 1u) {
+        let q = p + e;
+        if (q >= r && q - r < launch.len) {
+            dst[q - r] = dst[q - r] + v[e];
+        }
+    }
 }

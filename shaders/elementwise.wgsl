@@ -2,7 +2,6 @@
 // zograd — elementwise kernels on one chunk: copy (the bandwidth yardstick), axpy, scale, fill.
 // Each thread handles 4 elements, 256 apart (coalesced).
 
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 
 const PER_THREAD: u32 = 4u;

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-// zograd — partial sums, one per workgroup, written to partials[out_offset + group]. The host
+// zograd — partial sums, one per workgroup, written to dst[out_offset + group]. The host
 // (or a second pass) adds the partials in f64.
 
-@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(2) var<storage, read> xs: array<f32>;
 @group(0) @binding(3) var<storage, read> ys: array<f32>;
 
@@ -38,7 +37,7 @@ fn sphere_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
     let total = workgroup_sum(lid, v);
     if (lid == 0u) {
-        partials[launch.out_offset + group] = total;
+        dst[launch.out_offset + group] = total;
     }
 }
 
@@ -58,7 +57,7 @@ fn sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     }
     let total = workgroup_sum(lid, v);
     if (lid == 0u) {
-        partials[launch.out_offset + group] = total;
+        dst[launch.out_offset + group] = total;
     }
 }
 
@@ -78,6 +77,6 @@ fn dot_product(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     let total = workgroup_sum(lid, v);
     if (lid == 0u) {
-        partials[launch.out_offset + group] = total;
+        dst[launch.out_offset + group] = total;
     }
 }

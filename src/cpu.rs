@@ -23,7 +23,13 @@ fn folded_scale(dist: Distribution, seed: u64, step: u32, sample: u32, scale: f3
 pub fn perturb(x: &mut [f32], offset: u64, dir: &Direction, scale: f32, n: u64) {
     let s = folded_scale(dir.distribution, dir.seed, dir.step, dir.sample, scale, n);
     for (j, v) in x.iter_mut().enumerate() {
-        let z = perturbation(dir.distribution, dir.seed, dir.step, dir.sample, offset + j as u64);
+        let z = perturbation(
+            dir.distribution,
+            dir.seed,
+            dir.step,
+            dir.sample,
+            offset + j as u64,
+        );
         *v += s * z;
     }
 }
@@ -69,5 +75,8 @@ pub fn scale(x: &mut [f32], a: f32) {
 /// Twin of [`crate::kernels::dot`], in f64.
 #[must_use]
 pub fn dot(x: &[f32], y: &[f32]) -> f64 {
-    x.iter().zip(y).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum()
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum()
 }

@@ -94,7 +94,11 @@ impl fmt::Debug for Params {
     }
 }
 
-fn storage_entry<'a>(binding: u32, buffer: &'a wgpu::Buffer, chunk: &Chunk) -> wgpu::BindGroupEntry<'a> {
+fn storage_entry<'a>(
+    binding: u32,
+    buffer: &'a wgpu::Buffer,
+    chunk: &Chunk,
+) -> wgpu::BindGroupEntry<'a> {
     wgpu::BindGroupEntry {
         binding,
         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -113,7 +117,9 @@ impl Params {
     /// slice over the adapter's `max_buffer_size`.
     pub fn from_slices(gpu: &Gpu, slices: &[&[f32]]) -> Result<Self> {
         if slices.is_empty() {
-            return Err(Error::invalid("slices: no slices given (Params needs at least one buffer)"));
+            return Err(Error::invalid(
+                "slices: no slices given (Params needs at least one buffer)",
+            ));
         }
         if let Some(k) = slices.iter().position(|s| s.is_empty()) {
             return Err(Error::invalid(format!("slices[{k}]: empty slice")));
@@ -123,10 +129,13 @@ impl Params {
             let buffer = gpu.create_buffer(
                 &format!("zograd::params[{k}]"),
                 s.len() as u64 * 4,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
             )?;
             gpu.scoped(|| {
-                gpu.queue().write_buffer(&buffer, 0, bytemuck::cast_slice(s));
+                gpu.queue()
+                    .write_buffer(&buffer, 0, bytemuck::cast_slice(s));
                 Ok(())
             })?;
             owned.push(buffer);
@@ -143,7 +152,9 @@ impl Params {
     /// [`Error::InvalidArgument`] naming the offending buffer.
     pub fn from_buffers(gpu: &Gpu, buffers: Vec<wgpu::Buffer>) -> Result<Self> {
         if buffers.is_empty() {
-            return Err(Error::invalid("buffers: no buffers given (Params needs at least one buffer)"));
+            return Err(Error::invalid(
+                "buffers: no buffers given (Params needs at least one buffer)",
+            ));
         }
         for (k, b) in buffers.iter().enumerate() {
             if !b.usage().contains(wgpu::BufferUsages::STORAGE) {
@@ -202,10 +213,16 @@ impl Params {
             owned.push(self.gpu.create_buffer(
                 &format!("zograd::params[{k}]"),
                 l * 4,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
             )?);
         }
-        let mut p = Self::assemble(&self.gpu, owned.iter().map(|b| (**b).clone()).collect(), owned)?;
+        let mut p = Self::assemble(
+            &self.gpu,
+            owned.iter().map(|b| (**b).clone()).collect(),
+            owned,
+        )?;
         if p.chunk_len() != self.chunk_len() {
             p.set_max_chunk_len(self.chunk_len())?;
         }
@@ -320,7 +337,9 @@ impl Params {
             for (k, b) in self.buffers.iter().enumerate() {
                 let at = self.offsets[k] as usize;
                 let piece = &data[at..at + self.lens[k] as usize];
-                self.gpu.queue().write_buffer(b, 0, bytemuck::cast_slice(piece));
+                self.gpu
+                    .queue()
+                    .write_buffer(b, 0, bytemuck::cast_slice(piece));
             }
             Ok(())
         })
@@ -407,7 +426,8 @@ impl Params {
             l.n_terms = terms.len() as u32;
         })?;
         let mut b = lock(&self.binding);
-        let need = terms.len().max(1);
+        // Slot 0 holds the count, then one (sample, coeff bits) pair per term.
+        let need = terms.len() + 1;
         if b.terms.as_ref().is_none_or(|t| t.capacity < need) {
             let capacity = need.next_power_of_two().max(16);
             let buffer = self.gpu.create_buffer(
@@ -420,13 +440,17 @@ impl Params {
                     .chunks
                     .iter()
                     .map(|c| {
-                        self.bind(LayoutKind::Two, &b.slots, &[
-                            storage_entry(1, &self.buffers[c.part], c),
-                            wgpu::BindGroupEntry {
-                                binding: 2,
-                                resource: buffer.as_entire_binding(),
-                            },
-                        ])
+                        self.bind(
+                            LayoutKind::Two,
+                            &b.slots,
+                            &[
+                                storage_entry(1, &self.buffers[c.part], c),
+                                wgpu::BindGroupEntry {
+                                    binding: 2,
+                                    resource: buffer.as_entire_binding(),
+                                },
+                            ],
+                        )
                     })
                     .collect())
             })?;
@@ -437,7 +461,9 @@ impl Params {
             });
         }
         let t = b.terms.as_ref().expect("terms binding was just created");
-        let packed: Vec<[u32; 2]> = terms.iter().map(|(s, c)| [*s, c.to_bits()]).collect();
+        let packed: Vec<[u32; 2]> = std::iter::once([terms.len() as u32, 0])
+            .chain(terms.iter().map(|(s, c)| [*s, c.to_bits()]))
+            .collect();
         self.gpu.scoped(|| {
             self.gpu
                 .queue()
@@ -459,7 +485,9 @@ impl Params {
     ) -> Result<()> {
         self.check_compatible(src, what)?;
         if self.id == src.id {
-            return Err(Error::invalid(format!("{what}: the same Params as the destination")));
+            return Err(Error::invalid(format!(
+                "{what}: the same Params as the destination"
+            )));
         }
         if self.chunks.len() != src.chunks.len() {
             return Err(Error::invalid(format!(
@@ -477,10 +505,14 @@ impl Params {
                         .iter()
                         .zip(&src.chunks)
                         .map(|(c, s)| {
-                            self.bind(LayoutKind::Two, &b.slots, &[
-                                storage_entry(1, &self.buffers[c.part], c),
-                                storage_entry(2, &src.buffers[s.part], s),
-                            ])
+                            self.bind(
+                                LayoutKind::Two,
+                                &b.slots,
+                                &[
+                                    storage_entry(1, &self.buffers[c.part], c),
+                                    storage_entry(2, &src.buffers[s.part], s),
+                                ],
+                            )
                         })
                         .collect())
                 })?;
@@ -491,14 +523,22 @@ impl Params {
                 b.pairs.len() - 1
             }
         };
-        let items: Vec<_> = launches.iter().copied().zip(b.pairs[pos].1.iter()).collect();
+        let items: Vec<_> = launches
+            .iter()
+            .copied()
+            .zip(b.pairs[pos].1.iter())
+            .collect();
         b.slots.submit(&self.gpu, kernel, &items)
     }
 
     /// Σ xᵢ² (with `other = None`) or Σ xᵢ·yᵢ over all elements: per-workgroup partial sums on
     /// the GPU, added in f64 on the host. Waits for the GPU (one readback).
     pub(crate) fn reduce(&self, other: Option<&Params>) -> Result<f64> {
-        let kernel = if other.is_some() { Kernel::Dot } else { Kernel::Sumsq };
+        let kernel = if other.is_some() {
+            Kernel::Dot
+        } else {
+            Kernel::Sumsq
+        };
         if let Some(o) = other {
             self.check_compatible(o, "other")?;
         }
@@ -521,13 +561,17 @@ impl Params {
                     .chunks
                     .iter()
                     .map(|c| {
-                        self.bind(LayoutKind::Two, &b.slots, &[
-                            wgpu::BindGroupEntry {
-                                binding: 1,
-                                resource: partials.as_entire_binding(),
-                            },
-                            storage_entry(2, &self.buffers[c.part], c),
-                        ])
+                        self.bind(
+                            LayoutKind::Two,
+                            &b.slots,
+                            &[
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: partials.as_entire_binding(),
+                                },
+                                storage_entry(2, &self.buffers[c.part], c),
+                            ],
+                        )
                     })
                     .collect())
             })?;
@@ -539,7 +583,12 @@ impl Params {
             });
         }
         let groups: Vec<wgpu::BindGroup> = match other {
-            None => b.reduce.as_ref().expect("reduce binding exists").sumsq.clone(),
+            None => b
+                .reduce
+                .as_ref()
+                .expect("reduce binding exists")
+                .sumsq
+                .clone(),
             Some(o) => {
                 let r = b.reduce.as_ref().expect("reduce binding exists");
                 if let Some((_, g)) = r.dots.iter().find(|(id, _)| *id == o.id) {
@@ -551,14 +600,18 @@ impl Params {
                             .iter()
                             .zip(&o.chunks)
                             .map(|(c, oc)| {
-                                self.bind(LayoutKind::Three, &b.slots, &[
-                                    wgpu::BindGroupEntry {
-                                        binding: 1,
-                                        resource: r.partials.as_entire_binding(),
-                                    },
-                                    storage_entry(2, &self.buffers[c.part], c),
-                                    storage_entry(3, &o.buffers[oc.part], oc),
-                                ])
+                                self.bind(
+                                    LayoutKind::Three,
+                                    &b.slots,
+                                    &[
+                                        wgpu::BindGroupEntry {
+                                            binding: 1,
+                                            resource: r.partials.as_entire_binding(),
+                                        },
+                                        storage_entry(2, &self.buffers[c.part], c),
+                                        storage_entry(3, &o.buffers[oc.part], oc),
+                                    ],
+                                )
                             })
                             .collect())
                     })?;

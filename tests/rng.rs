@@ -14,7 +14,10 @@ fn hex(s: &str) -> u32 {
 fn philox_matches_random123_known_answers() {
     let text = include_str!("data/philox4x32_10_kat.txt");
     let mut checked = 0;
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let (input, output) = line.split_once("->").expect("'->' in a vector line");
         let inw: Vec<u32> = input.split_whitespace().map(hex).collect();
         let outw: Vec<u32> = output.split_whitespace().map(hex).collect();
@@ -44,7 +47,11 @@ fn rademacher_takes_bit_i_mod_32_of_word_i_mod_128_over_32() {
         let out = block(seed, step, sample, i / 128);
         let bit = (out[((i % 128) / 32) as usize] >> (i % 32)) & 1;
         let want = if bit == 1 { 1.0 } else { -1.0 };
-        assert_eq!(perturbation(Distribution::Rademacher, seed, step, sample, i), want, "i = {i}");
+        assert_eq!(
+            perturbation(Distribution::Rademacher, seed, step, sample, i),
+            want,
+            "i = {i}"
+        );
     }
 }
 
@@ -72,7 +79,11 @@ fn gaussian_follows_box_muller_on_the_block_words() {
         let r = (-2.0 * u1.ln()).sqrt();
         let a = std::f64::consts::TAU * u2;
         let want = if i % 2 == 0 { r * a.cos() } else { r * a.sin() } as f32;
-        assert_eq!(perturbation(Distribution::Gaussian, seed, step, sample, i), want, "i = {i}");
+        assert_eq!(
+            perturbation(Distribution::Gaussian, seed, step, sample, i),
+            want,
+            "i = {i}"
+        );
     }
 }
 
@@ -80,11 +91,21 @@ fn gaussian_follows_box_muller_on_the_block_words() {
 fn check_moments(values: &[f32], mean: f64, var: f64, fourth: f64, k: f64, what: &str) {
     let n = values.len() as f64;
     let m = values.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
-    let v = values.iter().map(|x| (f64::from(*x) - mean).powi(2)).sum::<f64>() / n;
+    let v = values
+        .iter()
+        .map(|x| (f64::from(*x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let se_mean = (var / n).sqrt();
     let se_var = ((fourth - var * var) / n).sqrt();
-    assert!((m - mean).abs() < k * se_mean, "{what}: mean {m} vs {mean} (se {se_mean})");
-    assert!((v - var).abs() <= k * se_var, "{what}: variance {v} vs {var} (se {se_var})");
+    assert!(
+        (m - mean).abs() < k * se_mean,
+        "{what}: mean {m} vs {mean} (se {se_mean})"
+    );
+    assert!(
+        (v - var).abs() <= k * se_var,
+        "{what}: variance {v} vs {var} (se {se_var})"
+    );
 }
 
 #[test]
@@ -102,13 +123,23 @@ fn distributions_have_unit_variance_on_the_cpu() {
 
 #[test]
 fn streams_differ_by_seed_step_and_sample() {
-    let base: Vec<f32> = (0..256).map(|i| perturbation(Distribution::Rademacher, 1, 0, 0, i)).collect();
-    for (seed, step, sample) in [(2u64, 0u32, 0u32), (1, 1, 0), (1, 0, 1), (1 << 32 | 1, 0, 0)] {
+    let base: Vec<f32> = (0..256)
+        .map(|i| perturbation(Distribution::Rademacher, 1, 0, 0, i))
+        .collect();
+    for (seed, step, sample) in [
+        (2u64, 0u32, 0u32),
+        (1, 1, 0),
+        (1, 0, 1),
+        (1 << 32 | 1, 0, 0),
+    ] {
         let other: Vec<f32> = (0..256)
             .map(|i| perturbation(Distribution::Rademacher, seed, step, sample, i))
             .collect();
         let same = base.iter().zip(&other).filter(|(a, b)| a == b).count();
-        assert!((80..176).contains(&same), "({seed}, {step}, {sample}): {same}/256 equal");
+        assert!(
+            (80..176).contains(&same),
+            "({seed}, {step}, {sample}): {same}/256 equal"
+        );
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::pipelines::{Kernel, Layouts};
 use crate::{Error, Result};
@@ -79,10 +79,13 @@ impl Gpu {
     /// # Errors
     /// As [`Gpu::new`].
     pub async fn new_async() -> Result<Self> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance = shared_instance();
         let adapter = select_adapter(&instance).await?;
         let downlevel = adapter.get_downlevel_capabilities();
-        if !downlevel.flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS) {
+        if !downlevel
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        {
             return Err(Error::Unsupported(format!(
                 "adapter {:?} has no compute shaders",
                 adapter.get_info().name
@@ -105,7 +108,10 @@ impl Gpu {
     /// own pipelines). zograd uses only the limits the device was created with.
     ///
     /// zograd installs no error or device-lost handler on an adopted device; errors inside
-    /// zograd's calls are still caught with error scopes and returned.
+    /// zograd's calls are still caught with error scopes and returned. Buffers given to
+    /// [`Params::from_buffers`](crate::Params::from_buffers) must come from this device: a buffer
+    /// of a device of *another* `wgpu::Instance` cannot be detected by wgpu-core (its id lookup
+    /// panics), while one of another device of the same instance is reported as an error.
     ///
     /// # Errors
     /// [`Error::Unsupported`] when the device's limits are too small for zograd's kernels
@@ -337,8 +343,22 @@ impl std::ops::Deref for TrackedBuffer {
 
 impl Drop for TrackedBuffer {
     fn drop(&mut self) {
-        self.counter.fetch_sub(self.buffer.size(), Ordering::Relaxed);
+        self.counter
+            .fetch_sub(self.buffer.size(), Ordering::Relaxed);
     }
+}
+
+/// One wgpu instance per process and backend set: wgpu-core resolves resource ids within one
+/// instance, so devices of one instance can detect (as a validation error) a buffer of another
+/// device, where across instances the lookup would panic.
+fn shared_instance() -> wgpu::Instance {
+    static INSTANCES: OnceLock<Mutex<HashMap<wgpu::Backends, wgpu::Instance>>> = OnceLock::new();
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let backends = desc.backends;
+    let mut map = lock(INSTANCES.get_or_init(|| Mutex::new(HashMap::new())));
+    map.entry(backends)
+        .or_insert_with(|| wgpu::Instance::new(desc))
+        .clone()
 }
 
 /// Picks the adapter: `WGPU_ADAPTER_NAME` if set (an error, not a panic, when nothing matches),

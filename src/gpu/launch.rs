@@ -38,7 +38,7 @@ pub(crate) fn split64(v: u64) -> [u32; 2] {
 
 /// Elements one dispatch can cover on this adapter: a 2-D grid of
 /// `max_compute_workgroups_per_dimension`² workgroups of at least 1024 elements each, less one
-/// workgroup for launches that start inside a Philox block.
+/// workgroup for launches that start inside a Philox word or block.
 pub(crate) fn grid_capacity(gpu: &Gpu) -> u64 {
     let dim = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
     (dim * dim).saturating_sub(1) * 1024
@@ -49,8 +49,7 @@ impl Launch {
     /// grid fields filled in.
     pub(crate) fn new(gpu: &Gpu, kernel: Kernel, len: u64, gbase: u64) -> Result<Self> {
         let per = kernel.elements_per_group();
-        // Quad kernels start at the Philox block boundary before the chunk (r = gbase % 4).
-        let covered = len + (gbase % 4);
+        let covered = len + kernel.lead(gbase);
         let n_groups = covered.div_ceil(per).max(1);
         let max_dim = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
         let groups_x = n_groups.min(max_dim);
@@ -110,7 +109,10 @@ impl Slots {
         kernel: Kernel,
         launches: &[(Launch, &wgpu::BindGroup)],
     ) -> Result<()> {
-        assert!(launches.len() <= self.capacity, "more launches than uniform slots");
+        assert!(
+            launches.len() <= self.capacity,
+            "more launches than uniform slots"
+        );
         let pipeline = gpu.pipeline(kernel)?;
         gpu.scoped(|| {
             let mut bytes = vec![0u8; self.stride as usize * launches.len()];
@@ -120,11 +122,11 @@ impl Slots {
             }
             let queue = gpu.queue();
             queue.write_buffer(&self.buffer, 0, &bytes);
-            let mut encoder = gpu
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some(kernel.entry()),
-                });
+            let mut encoder =
+                gpu.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some(kernel.entry()),
+                    });
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(kernel.entry()),

@@ -73,12 +73,26 @@ impl Kernel {
         }
     }
 
-    /// Elements one workgroup covers, which fixes the grid: Rademacher kernels own a tile of
-    /// 4096 elements, quad kernels 256 blocks of 4, elementwise and reductions 1024 elements.
+    /// Elements one workgroup covers, which fixes the grid: the Rademacher perturb owns a tile
+    /// of 4096 elements, the Rademacher accumulate 256 Philox words of 32, quad kernels 256
+    /// blocks of 4, elementwise kernels and reductions 1024 elements.
     pub(crate) fn elements_per_group(self) -> u64 {
         match self {
-            Kernel::PerturbRademacher | Kernel::AccumulateRademacher => 4096,
+            Kernel::PerturbRademacher => 32768,
+            Kernel::AccumulateRademacher => 16384,
             _ => 1024,
+        }
+    }
+
+    /// How many elements before the chunk's start the kernel's first thread begins, given the
+    /// chunk's global start: kernels whose threads own aligned Philox words or blocks start at
+    /// the boundary before it.
+    pub(crate) fn lead(self, gbase: u64) -> u64 {
+        match self {
+            Kernel::AccumulateRademacher => gbase % 64,
+            Kernel::PerturbRademacher => gbase % 128,
+            Kernel::PerturbQuad | Kernel::AccumulateQuad | Kernel::SphereSumsq => gbase % 4,
+            _ => 0,
         }
     }
 }

@@ -68,11 +68,11 @@ impl Gpu {
     ) -> Result<()> {
         let (tx, rx) = mpsc::channel();
         self.scoped(|| {
-            let mut encoder = self
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("zograd::readback"),
-                });
+            let mut encoder =
+                self.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("zograd::readback"),
+                    });
             encoder.copy_buffer_to_buffer(src, offset, staging, 0, piece);
             self.queue().submit([encoder.finish()]);
             staging.map_async(wgpu::MapMode::Read, 0..piece, move |r| {

@@ -33,7 +33,13 @@ struct Scratch {
 impl Gpu {
     /// ‖z‖ of the Gaussian directions (seed, step, sample) over n elements, for each sample in
     /// `samples`, in one submission and one readback for the samples not already cached.
-    pub(crate) fn sphere_norms(&self, seed: u64, step: u32, samples: &[u32], n: u64) -> Result<Vec<f64>> {
+    pub(crate) fn sphere_norms(
+        &self,
+        seed: u64,
+        step: u32,
+        samples: &[u32],
+        n: u64,
+    ) -> Result<Vec<f64>> {
         let mut state = lock(&self.inner.sphere);
         let missing: Vec<u32> = samples
             .iter()
@@ -51,7 +57,10 @@ impl Gpu {
                 state.norms.insert((seed, step, *s, n), v.sqrt());
             }
         }
-        Ok(samples.iter().map(|s| state.norms[&(seed, step, *s, n)]).collect())
+        Ok(samples
+            .iter()
+            .map(|s| state.norms[&(seed, step, *s, n)])
+            .collect())
     }
 
     fn sphere_sumsq(
@@ -89,7 +98,11 @@ impl Gpu {
             .as_ref()
             .is_some_and(|s| s.slots.capacity() >= need_slots && s.partials.size() >= need_bytes);
         if !fits {
-            let slots = Slots::new(self, "zograd::sphere_uniforms", need_slots.next_power_of_two())?;
+            let slots = Slots::new(
+                self,
+                "zograd::sphere_uniforms",
+                need_slots.next_power_of_two(),
+            )?;
             let partials = self.create_buffer(
                 "zograd::sphere_partials",
                 need_bytes.next_power_of_two().max(256),

@@ -24,7 +24,9 @@ pub fn gpu() -> Gpu {
 /// Deterministic test data in [-1, 1) from Philox (no extra dependency).
 pub fn data(seed: u64, n: usize) -> Vec<f32> {
     (0..n as u64)
-        .map(|i| zograd::rng::perturbation(zograd::Distribution::Uniform, seed, 99, 7, i) / 1.732_050_8)
+        .map(|i| {
+            zograd::rng::perturbation(zograd::Distribution::Uniform, seed, 99, 7, i) / 1.732_050_8
+        })
         .collect()
 }
 
@@ -57,6 +59,9 @@ pub fn assert_close(gpu: &[f32], cpu: &[f32], atol: f32, rtol: f32, what: &str) 
     }
     if worst.1 > 0.0 {
         let i = worst.0;
-        panic!("{what}: element {i}: gpu {} vs cpu {} (atol {atol}, rtol {rtol})", gpu[i], cpu[i]);
+        panic!(
+            "{what}: element {i}: gpu {} vs cpu {} (atol {atol}, rtol {rtol})",
+            gpu[i], cpu[i]
+        );
     }
 }
