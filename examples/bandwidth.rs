@@ -38,12 +38,19 @@ fn time(gpu: &Gpu, budget: Duration, mut f: impl FnMut()) -> f64 {
 fn main() -> zograd::Result<()> {
     let gpu = Gpu::new()?;
     let info = gpu.adapter_info();
-    println!("adapter: {} ({:?}, driver {:?})", info.name, info.backend, info.driver);
+    println!(
+        "adapter: {} ({:?}, driver {:?})",
+        info.name, info.backend, info.driver
+    );
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().expect("sizes are element counts"))
         .collect();
-    let sizes = if sizes.is_empty() { vec![1 << 20, 1 << 24] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![1 << 20, 1 << 24]
+    } else {
+        sizes
+    };
     let budget = Duration::from_millis(300);
 
     println!(
@@ -62,7 +69,11 @@ fn main() -> zograd::Result<()> {
         let terms = |k: u32| -> Vec<(u32, f32)> { (0..k).map(|s| (s, 1e-3)).collect() };
         let t_copy = time(&gpu, budget, || copy(&mut x, &src).expect("copy"));
         let mut rows = vec![("copy".to_string(), t_copy)];
-        for dist in [Distribution::Rademacher, Distribution::Gaussian, Distribution::Uniform] {
+        for dist in [
+            Distribution::Rademacher,
+            Distribution::Gaussian,
+            Distribution::Uniform,
+        ] {
             let mut sign = 1.0;
             let t = time(&gpu, budget, || {
                 perturb(&mut x, &dir(dist), sign * 1e-3).expect("perturb");

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 // zograd — multi-sample accumulation in one pass over dst:
-//   dst[i] += sum_t coeff_t * z(seed, step, sample_t, gbase + i)
-// The sum runs over the terms in order, from 0, and is added to dst once, so dst is read and written
-// once whatever the number of terms.
+//   dst[i] = a * dst[i] + sum_t coeff_t * z(seed, step, sample_t, gbase + i),   a = coef.x
+// The sum runs over the terms in order, from 0, and is added to dst once, so dst is read and
+// written once whatever the number of terms. a = 1 is plain accumulation (1 * x is exact); the
+// fused MeZO step uses a = 1 - lr * weight_decay.
 
 // terms[0].x = the number of terms T; terms[1 ..= T] = (sample, bitcast<u32>(coeff)).
 // The count lives in storage rather than in the launch uniform on purpose: Mesa's lavapipe
@@ -41,7 +42,7 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {
-        add4(p0 + 4u * q, r, a[q]);
+        mul_add4(p0 + 4u * q, r, a[q]);
     }
 }
 
@@ -66,5 +67,15 @@ fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         }
         acc = acc + bitcast<f32>(term.y) * z;
     }
-    add4(p0, r, acc);
+    mul_add4(p0, r, acc);
+}
+
+/// dst[p - r + e] = coef.x * dst[p - r + e] + v[e] for the lanes inside the chunk.
+fn mul_add4(p: u32, r: u32, v: vec4<f32>) {
+    for (var e = 0u; e < 4u; e = e + 1u) {
+        let q = p + e;
+        if (q >= r && q - r < launch.len) {
+            dst[q - r] = launch.coef.x * dst[q - r] + v[e];
+        }
+    }
 }

@@ -15,12 +15,10 @@ struct Launch {
     dist: u32,          // ZOGRAD_RADEMACHER / ZOGRAD_GAUSSIAN / ZOGRAD_UNIFORM
     step: u32,
     sample: u32,
-    scale: f32,
     n_terms: u32,       // accumulate: entries of `terms` (informational; kernels read terms[0])
     out_offset: u32,    // reductions: first partial-sum slot of this chunk
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
+    coef: vec4<f32>,    // the kernel's scalars: coef.x is the scale of perturb/axpy/scale/fill
+    coef2: vec4<f32>,   // more scalars (Adam's bias corrections)
 }
 
 @group(0) @binding(0) var<uniform> launch: Launch;

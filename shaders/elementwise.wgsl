@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-// zograd — elementwise kernels on one chunk: copy (the bandwidth yardstick), axpy, scale, fill.
+// zograd — elementwise kernels on one chunk: copy (the bandwidth yardstick), axpy, scale, fill,
+// and the optimiser modules' updates (sign, heavy-ball momentum, Adam).
 // Each thread handles 4 elements, 256 apart (coalesced).
 
 @group(0) @binding(2) var<storage, read> src: array<f32>;
@@ -25,7 +26,7 @@ fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = dst[i] + launch.scale * src[i];
+            dst[i] = dst[i] + launch.coef.x * src[i];
         }
     }
 }
@@ -37,7 +38,7 @@ fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = launch.scale * dst[i];
+            dst[i] = launch.coef.x * dst[i];
         }
     }
 }
@@ -49,7 +50,19 @@ fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = launch.scale;
+            dst[i] = launch.coef.x;
+        }
+    }
+}
+
+/// dst = sign(dst) (0 stays 0): ZO-SignSGD.
+@compute @workgroup_size(256)
+fn sign_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = group_index(wg) * WG_SIZE * PER_THREAD + lid;
+    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
+        let i = base + k * WG_SIZE;
+        if (i < launch.len) {
+            dst[i] = sign(dst[i]);
         }
     }
 }

@@ -15,7 +15,7 @@ fn perturb_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
         return;
     }
     let out = zograd_block(launch.seed, launch.step, launch.sample, zograd_add64(zograd_shr64(launch.gbase, 7u), t));
-    let s = launch.scale;
+    let s = launch.coef.x;
     for (var word = 0u; word < 4u; word = word + 1u) {
         let w = out[word];
         for (var q = 0u; q < 8u; q = q + 1u) {
@@ -41,5 +41,5 @@ fn perturb_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     } else {
         z = zograd_uniform4(out);
     }
-    add4(p0, r, launch.scale * z);
+    add4(p0, r, launch.coef.x * z);
 }

@@ -45,6 +45,25 @@ pub fn accumulate(
     terms: &[(u32, f32)],
     n: u64,
 ) {
+    scale_accumulate(g, 1.0, offset, dist, seed, step, terms, n);
+}
+
+/// Twin of [`crate::kernels::scale_accumulate`]: `x[j] = a · x[j] + Σ_t coeff_t · z(sample_t,
+/// offset + j)`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the kernel's arguments plus the slice's place"
+)]
+pub fn scale_accumulate(
+    g: &mut [f32],
+    a: f32,
+    offset: u64,
+    dist: Distribution,
+    seed: u64,
+    step: u32,
+    terms: &[(u32, f32)],
+    n: u64,
+) {
     let coeffs: Vec<f32> = terms
         .iter()
         .map(|&(s, c)| folded_scale(dist, seed, step, s, c, n))
@@ -54,7 +73,7 @@ pub fn accumulate(
         for (&(sample, _), &c) in terms.iter().zip(&coeffs) {
             acc += c * perturbation(dist, seed, step, sample, offset + j as u64);
         }
-        *v += acc;
+        *v = a * *v + acc;
     }
 }
 
@@ -69,6 +88,40 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 pub fn scale(x: &mut [f32], a: f32) {
     for v in x {
         *v *= a;
+    }
+}
+
+/// Twin of [`crate::kernels::sign`].
+pub fn sign(u: &mut [f32]) {
+    for v in u {
+        if *v != 0.0 {
+            *v = v.signum();
+        }
+    }
+}
+
+/// Twin of [`crate::kernels::heavy_ball`]: `v = m·v + u; u = v`.
+pub fn heavy_ball(u: &mut [f32], velocity: &mut [f32], momentum: f32) {
+    for (a, v) in u.iter_mut().zip(velocity) {
+        *v = momentum * *v + *a;
+        *a = *v;
+    }
+}
+
+/// Twin of [`crate::kernels::adam`] (bias corrections computed in f64 and rounded, as there).
+pub fn adam(
+    u: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    (beta1, beta2, eps): (f32, f32, f32),
+    t: u64,
+) {
+    let c1 = (1.0 / (1.0 - f64::from(beta1).powf(t as f64))) as f32;
+    let c2 = (1.0 / (1.0 - f64::from(beta2).powf(t as f64))) as f32;
+    for ((a, mi), vi) in u.iter_mut().zip(m).zip(v) {
+        *mi = beta1 * *mi + (1.0 - beta1) * *a;
+        *vi = beta2 * *vi + (1.0 - beta2) * *a * *a;
+        *a = (*mi * c1) / ((*vi * c2).sqrt() + eps);
     }
 }
 

@@ -13,8 +13,9 @@ pub enum Error {
     /// The adapter refused to create a device.
     #[error("could not create a device: {0}")]
     RequestDevice(#[from] wgpu::RequestDeviceError),
-    /// The adapter cannot run zograd's kernels (no compute shaders, or too small limits).
-    #[error("the adapter cannot run zograd: {0}")]
+    /// Not supported: the adapter cannot run zograd (no compute shaders, too small limits), or an
+    /// optional method (a JVP, a fused step) is not implemented.
+    #[error("unsupported: {0}")]
     Unsupported(String),
     /// An argument is out of range, or buffers do not match; the message names the argument.
     #[error("invalid argument: {0}")]

@@ -77,7 +77,7 @@ pub fn perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
         l.step = dir.step;
         l.sample = dir.sample;
         l.dist = dir.distribution.code();
-        l.scale = scale;
+        l.coef[0] = scale;
     })
 }
 
@@ -97,13 +97,31 @@ pub fn accumulate(
     if terms.is_empty() {
         return Ok(());
     }
+    scale_accumulate(g, 1.0, distribution, seed, step, terms)
+}
+
+/// `x[i] = a · x[i] + Σ_t coeff_t · z(seed, step, sample_t, i)` in one pass: [`accumulate`] with
+/// the buffer scaled first (a = 1 is exactly [`accumulate`]). The fused MeZO step uses it to
+/// restore, decay and update the parameters at once.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a non-finite `a` or coefficient; device errors.
+pub fn scale_accumulate(
+    x: &mut Params,
+    a: f32,
+    distribution: Distribution,
+    seed: u64,
+    step: u32,
+    terms: &[(u32, f32)],
+) -> Result<()> {
+    check_finite("a", a)?;
     for (k, (_, c)) in terms.iter().enumerate() {
         check_finite(&format!("terms[{k}].coeff"), *c)?;
     }
     let scaled: Vec<(u32, f32)>;
-    let terms = if distribution == Distribution::Sphere {
+    let terms = if distribution == Distribution::Sphere && !terms.is_empty() {
         let samples: Vec<u32> = terms.iter().map(|t| t.0).collect();
-        let factors = sphere_factors(g, seed, step, &samples)?;
+        let factors = sphere_factors(x, seed, step, &samples)?;
         scaled = terms
             .iter()
             .zip(factors)
@@ -117,10 +135,11 @@ pub fn accumulate(
         Distribution::Rademacher => Kernel::AccumulateRademacher,
         _ => Kernel::AccumulateQuad,
     };
-    g.launch_terms(kernel, terms, |l| {
+    x.launch_terms(kernel, terms, |l| {
         l.seed = split64(seed);
         l.step = step;
         l.dist = distribution.code();
+        l.coef[0] = a;
     })
 }
 
@@ -131,7 +150,7 @@ pub fn accumulate(
 /// # Errors
 /// [`Error::InvalidArgument`] when the shapes or devices differ.
 pub fn copy(dst: &mut Params, src: &Params) -> Result<()> {
-    dst.launch_pair(Kernel::Copy, src, "src", |_| {})
+    dst.launch_with(Kernel::Copy, &[src], "src", |_| {})
 }
 
 /// `y += a · x` elementwise.
@@ -140,7 +159,7 @@ pub fn copy(dst: &mut Params, src: &Params) -> Result<()> {
 /// [`Error::InvalidArgument`] when the shapes or devices differ or `a` is not finite.
 pub fn axpy(y: &mut Params, a: f32, x: &Params) -> Result<()> {
     check_finite("a", a)?;
-    y.launch_pair(Kernel::Axpy, x, "x", |l| l.scale = a)
+    y.launch_with(Kernel::Axpy, &[x], "x", |l| l.coef[0] = a)
 }
 
 /// `x *= a` elementwise.
@@ -149,7 +168,7 @@ pub fn axpy(y: &mut Params, a: f32, x: &Params) -> Result<()> {
 /// [`Error::InvalidArgument`] when `a` is not finite.
 pub fn scale(x: &mut Params, a: f32) -> Result<()> {
     check_finite("a", a)?;
-    x.launch(Kernel::Scale, |l| l.scale = a)
+    x.launch(Kernel::Scale, |l| l.coef[0] = a)
 }
 
 /// `x = value` elementwise (e.g. zeroing a gradient before an estimate).
@@ -158,7 +177,53 @@ pub fn scale(x: &mut Params, a: f32) -> Result<()> {
 /// [`Error::InvalidArgument`] when `value` is not finite.
 pub fn fill(x: &mut Params, value: f32) -> Result<()> {
     check_finite("value", value)?;
-    x.launch(Kernel::Fill, |l| l.scale = value)
+    x.launch(Kernel::Fill, |l| l.coef[0] = value)
+}
+
+/// `u = sign(u)` elementwise (0 stays 0), for ZO-SignSGD.
+///
+/// # Errors
+/// Device errors.
+pub fn sign(u: &mut Params) -> Result<()> {
+    u.launch(Kernel::Sign, |_| {})
+}
+
+/// Heavy-ball momentum in one pass: `v = momentum · v + u; u = v`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the shapes or devices differ or `momentum` is not finite.
+pub fn heavy_ball(u: &mut Params, velocity: &mut Params, momentum: f32) -> Result<()> {
+    check_finite("momentum", momentum)?;
+    u.launch_with(Kernel::HeavyBall, &[velocity], "velocity", |l| {
+        l.coef[0] = momentum
+    })
+}
+
+/// Adam's update in one pass, with bias correction for step `t` (1-based):
+/// `m = β₁m + (1−β₁)u; v = β₂v + (1−β₂)u²; u = (m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε)`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the shapes or devices differ, `t` is 0 or a scalar is not
+/// finite.
+pub fn adam(
+    u: &mut Params,
+    m: &mut Params,
+    v: &mut Params,
+    (beta1, beta2, eps): (f32, f32, f32),
+    t: u64,
+) -> Result<()> {
+    check_finite("beta1", beta1)?;
+    check_finite("beta2", beta2)?;
+    check_finite("eps", eps)?;
+    if t == 0 {
+        return Err(Error::invalid("t: Adam's step count starts at 1"));
+    }
+    let c1 = 1.0 / (1.0 - f64::from(beta1).powf(t as f64));
+    let c2 = 1.0 / (1.0 - f64::from(beta2).powf(t as f64));
+    u.launch_with(Kernel::Adam, &[m, v], "m/v", |l| {
+        l.coef = [beta1, beta2, eps, 0.0];
+        l.coef2 = [c1 as f32, c2 as f32, 0.0, 0.0];
+    })
 }
 
 /// Σ xᵢ·yᵢ over all elements (workgroup partial sums in f32, added in f64). Waits for the GPU.

@@ -1,18 +1,22 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 #![doc = include_str!("../README.md")]
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod error;
 pub(crate) mod gpu;
+mod objective;
 mod params;
 
+pub mod approx;
 pub mod cpu;
 pub mod kernels;
+pub mod optim;
 pub mod rng;
 pub mod wgsl;
 
 pub use error::{Error, Result};
 pub use gpu::context::Gpu;
+pub use objective::{Coordinate, LossValue, Objective};
 pub use params::Params;
 pub use rng::Distribution;
 

@@ -12,8 +12,9 @@ use crate::{Error, Gpu, Result};
 
 static NEXT_PARAMS_ID: AtomicU64 = AtomicU64::new(1);
 
-/// How many other `Params` a `Params` keeps paired bind groups for (copy/axpy sources).
-const PAIR_CACHE: usize = 4;
+/// How many sets of other `Params` a `Params` keeps bind groups for (copy/axpy sources,
+/// optimiser state).
+const PAIR_CACHE: usize = 8;
 
 /// The parameters (or a gradient, or optimiser state): f32 storage buffers on one [`Gpu`], in an
 /// order that defines the global element index.
@@ -65,7 +66,8 @@ struct Binding {
     slots: Slots,
     single: Vec<wgpu::BindGroup>,
     terms: Option<TermsBinding>,
-    pairs: Vec<(u64, Vec<wgpu::BindGroup>)>,
+    /// Bind groups with other `Params` at bindings 2 (and 3), keyed by their ids.
+    pairs: Vec<(Vec<u64>, Vec<wgpu::BindGroup>)>,
     reduce: Option<ReduceBinding>,
 }
 
@@ -474,52 +476,53 @@ impl Params {
         b.slots.submit(&self.gpu, kernel, &items)
     }
 
-    /// Launches `kernel` (layout Two) with `self` read-write at binding 1 and `src` read-only at
-    /// binding 2, chunk by chunk.
-    pub(crate) fn launch_pair(
+    /// Launches `kernel` with `self` read-write at binding 1 and `others` at bindings 2, 3 (read
+    /// only or read-write as the kernel's layout says), chunk by chunk. `what` names the others
+    /// in errors.
+    pub(crate) fn launch_with(
         &mut self,
         kernel: Kernel,
-        src: &Params,
+        others: &[&Params],
         what: &str,
         fill: impl Fn(&mut Launch),
     ) -> Result<()> {
-        self.check_compatible(src, what)?;
-        if self.id == src.id {
-            return Err(Error::invalid(format!(
-                "{what}: the same Params as the destination"
-            )));
+        debug_assert_eq!(others.len(), kernel.layout().extra());
+        for o in others {
+            self.check_compatible(o, what)?;
+            if self.id == o.id {
+                return Err(Error::invalid(format!(
+                    "{what}: the same Params as the destination"
+                )));
+            }
+            if self.chunks.len() != o.chunks.len() {
+                return Err(Error::invalid(format!(
+                    "{what}: chunked differently from the destination (set_max_chunk_len differs)"
+                )));
+            }
         }
-        if self.chunks.len() != src.chunks.len() {
-            return Err(Error::invalid(format!(
-                "{what}: chunked differently from the destination (set_max_chunk_len differs)"
-            )));
-        }
+        let key: Vec<u64> = others.iter().map(|o| o.id).collect();
         let launches = self.launches(kernel, &fill)?;
         let mut b = lock(&self.binding);
-        let pos = match b.pairs.iter().position(|(id, _)| *id == src.id) {
+        let pos = match b.pairs.iter().position(|(k, _)| *k == key) {
             Some(p) => p,
             None => {
                 let groups = self.gpu.scoped(|| {
-                    Ok(self
-                        .chunks
-                        .iter()
-                        .zip(&src.chunks)
-                        .map(|(c, s)| {
-                            self.bind(
-                                LayoutKind::Two,
-                                &b.slots,
-                                &[
-                                    storage_entry(1, &self.buffers[c.part], c),
-                                    storage_entry(2, &src.buffers[s.part], s),
-                                ],
-                            )
+                    Ok((0..self.chunks.len())
+                        .map(|i| {
+                            let c = &self.chunks[i];
+                            let mut entries = vec![storage_entry(1, &self.buffers[c.part], c)];
+                            for (k, o) in others.iter().enumerate() {
+                                let oc = &o.chunks[i];
+                                entries.push(storage_entry(2 + k as u32, &o.buffers[oc.part], oc));
+                            }
+                            self.bind(kernel.layout(), &b.slots, &entries)
                         })
                         .collect())
                 })?;
                 if b.pairs.len() >= PAIR_CACHE {
                     b.pairs.remove(0);
                 }
-                b.pairs.push((src.id, groups));
+                b.pairs.push((key, groups));
                 b.pairs.len() - 1
             }
         };

@@ -9,7 +9,7 @@ use super::pipelines::Kernel;
 use crate::{Error, Result};
 
 /// Bytes of [`Launch`] (the WGSL `Launch` struct in `shaders/common.wgsl`).
-pub(crate) const LAUNCH_BYTES: u64 = 64;
+pub(crate) const LAUNCH_BYTES: u64 = 80;
 
 /// The per-chunk launch uniform; mirrors `struct Launch` in `shaders/common.wgsl`.
 #[repr(C)]
@@ -23,10 +23,12 @@ pub(crate) struct Launch {
     pub dist: u32,
     pub step: u32,
     pub sample: u32,
-    pub scale: f32,
     pub n_terms: u32,
     pub out_offset: u32,
-    pub pad: [u32; 3],
+    /// The kernel's scalars; `coef[0]` is the scale of perturb, axpy, scale and fill, and the
+    /// multiplier of the accumulated buffer in accumulate.
+    pub coef: [f32; 4],
+    pub coef2: [f32; 4],
 }
 
 const _: () = assert!(std::mem::size_of::<Launch>() as u64 == LAUNCH_BYTES);
@@ -63,6 +65,7 @@ impl Launch {
             len: len as u32,
             groups_x: groups_x as u32,
             n_groups: n_groups as u32,
+            coef: [1.0, 0.0, 0.0, 0.0],
             ..Launch::default()
         })
     }

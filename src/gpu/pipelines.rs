@@ -14,6 +14,9 @@ pub(crate) enum Kernel {
     Axpy,
     Scale,
     Fill,
+    Sign,
+    HeavyBall,
+    Adam,
     SphereSumsq,
     Sumsq,
     Dot,
@@ -29,6 +32,34 @@ pub(crate) enum LayoutKind {
     Two,
     /// uniform, rw, ro, ro
     Three,
+    /// uniform, rw, rw
+    TwoRw,
+    /// uniform, rw, rw, rw
+    ThreeRw,
+}
+
+impl LayoutKind {
+    /// Whether the bindings after binding 1 are read-only.
+    pub(crate) fn read_only(self) -> bool {
+        !matches!(self, LayoutKind::TwoRw | LayoutKind::ThreeRw)
+    }
+
+    /// The number of storage bindings after binding 1.
+    pub(crate) fn extra(self) -> usize {
+        match self {
+            LayoutKind::One => 0,
+            LayoutKind::Two | LayoutKind::TwoRw => 1,
+            LayoutKind::Three | LayoutKind::ThreeRw => 2,
+        }
+    }
+
+    const ALL: [LayoutKind; 5] = [
+        LayoutKind::One,
+        LayoutKind::Two,
+        LayoutKind::Three,
+        LayoutKind::TwoRw,
+        LayoutKind::ThreeRw,
+    ];
 }
 
 impl Kernel {
@@ -36,7 +67,10 @@ impl Kernel {
         match self {
             Kernel::PerturbRademacher | Kernel::PerturbQuad => Family::Perturb,
             Kernel::AccumulateRademacher | Kernel::AccumulateQuad => Family::Accumulate,
-            Kernel::Copy | Kernel::Axpy | Kernel::Scale | Kernel::Fill => Family::Elementwise,
+            Kernel::Copy | Kernel::Axpy | Kernel::Scale | Kernel::Fill | Kernel::Sign => {
+                Family::Elementwise
+            }
+            Kernel::HeavyBall | Kernel::Adam => Family::Optim,
             Kernel::SphereSumsq | Kernel::Sumsq | Kernel::Dot => Family::Reduce,
         }
     }
@@ -51,6 +85,9 @@ impl Kernel {
             Kernel::Axpy => "axpy",
             Kernel::Scale => "scale",
             Kernel::Fill => "fill",
+            Kernel::Sign => "sign_update",
+            Kernel::HeavyBall => "heavy_ball",
+            Kernel::Adam => "adam",
             Kernel::SphereSumsq => "sphere_sumsq",
             Kernel::Sumsq => "sumsq",
             Kernel::Dot => "dot_product",
@@ -63,6 +100,7 @@ impl Kernel {
             | Kernel::PerturbQuad
             | Kernel::Scale
             | Kernel::Fill
+            | Kernel::Sign
             | Kernel::SphereSumsq => LayoutKind::One,
             Kernel::AccumulateRademacher
             | Kernel::AccumulateQuad
@@ -70,6 +108,8 @@ impl Kernel {
             | Kernel::Axpy
             | Kernel::Sumsq => LayoutKind::Two,
             Kernel::Dot => LayoutKind::Three,
+            Kernel::HeavyBall => LayoutKind::TwoRw,
+            Kernel::Adam => LayoutKind::ThreeRw,
         }
     }
 
@@ -97,11 +137,11 @@ impl Kernel {
     }
 }
 
-/// The three bind-group layouts and their pipeline layouts, created once per device.
+/// The bind-group layouts and their pipeline layouts, created once per device.
 #[derive(Debug)]
 pub(crate) struct Layouts {
-    bind: [wgpu::BindGroupLayout; 3],
-    pipeline: [wgpu::PipelineLayout; 3],
+    bind: [wgpu::BindGroupLayout; 5],
+    pipeline: [wgpu::PipelineLayout; 5],
 }
 
 fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -129,19 +169,15 @@ impl Layouts {
             },
             count: None,
         };
-        let make = |label: &str, n_ro: u32| {
+        let bind = LayoutKind::ALL.map(|kind| {
             let mut entries = vec![uniform, storage_entry(1, false)];
-            entries.extend((0..n_ro).map(|k| storage_entry(2 + k, true)));
+            entries
+                .extend((0..kind.extra()).map(|k| storage_entry(2 + k as u32, kind.read_only())));
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(label),
+                label: Some("zograd::layout"),
                 entries: &entries,
             })
-        };
-        let bind = [
-            make("zograd::layout1", 0),
-            make("zograd::layout2", 1),
-            make("zograd::layout3", 2),
-        ];
+        });
         let pipeline = std::array::from_fn(|k| {
             device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some("zograd::pipeline_layout"),
@@ -153,11 +189,10 @@ impl Layouts {
     }
 
     fn index(kind: LayoutKind) -> usize {
-        match kind {
-            LayoutKind::One => 0,
-            LayoutKind::Two => 1,
-            LayoutKind::Three => 2,
-        }
+        LayoutKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is in ALL")
     }
 
     pub(crate) fn bind_group_layout(&self, kind: LayoutKind) -> &wgpu::BindGroupLayout {

@@ -12,6 +12,8 @@ pub(crate) const PERTURB: &str = include_str!("../../shaders/perturb.wgsl");
 pub(crate) const ACCUMULATE: &str = include_str!("../../shaders/accumulate.wgsl");
 /// `shaders/elementwise.wgsl`: copy, axpy, scale.
 pub(crate) const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+/// `shaders/optim.wgsl`: optimiser modules with state buffers (heavy ball, Adam).
+pub(crate) const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 /// `shaders/reduce.wgsl`: partial sums of squares (sphere norms, norms, dot products).
 pub(crate) const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 
@@ -21,16 +23,18 @@ pub(crate) enum Family {
     Perturb,
     Accumulate,
     Elementwise,
+    Optim,
     Reduce,
 }
 
 impl Family {
     /// Every family, for validation tests.
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 4] = [
+    pub(crate) const ALL: [Family; 5] = [
         Family::Perturb,
         Family::Accumulate,
         Family::Elementwise,
+        Family::Optim,
         Family::Reduce,
     ];
 
@@ -40,6 +44,7 @@ impl Family {
             Family::Perturb => (true, PERTURB),
             Family::Accumulate => (true, ACCUMULATE),
             Family::Elementwise => (false, ELEMENTWISE),
+            Family::Optim => (false, OPTIM),
             Family::Reduce => (true, REDUCE),
         };
         let mut src = String::with_capacity(PHILOX.len() + COMMON.len() + body.len() + 2);
@@ -59,6 +64,7 @@ impl Family {
             Family::Perturb => "zograd::perturb",
             Family::Accumulate => "zograd::accumulate",
             Family::Elementwise => "zograd::elementwise",
+            Family::Optim => "zograd::optim",
             Family::Reduce => "zograd::reduce",
         }
     }

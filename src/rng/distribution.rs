@@ -108,7 +108,7 @@ pub fn perturbation(dist: Distribution, seed: u64, step: u32, sample: u32, index
             let u2 = f64::from(out[2 * pair + 1] >> 8) * TWO_POW_M24;
             let r = (-2.0 * u1.ln()).sqrt();
             let angle = std::f64::consts::TAU * u2;
-            let z = if lane % 2 == 0 {
+            let z = if lane.is_multiple_of(2) {
                 r * angle.cos()
             } else {
                 r * angle.sin()

@@ -2,6 +2,8 @@
 //! Shared test helpers: one device per test binary, test data from Philox.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod shader_loss;
+
 use std::sync::OnceLock;
 
 use zograd::Gpu;

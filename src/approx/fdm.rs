@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! [`Fdm`]: the finite-difference gradient, one element at a time.
+
+use super::{
+    check_buffers, check_h, check_loss, Coordinate, Estimate, Formula, GradApproximator, Objective,
+    Target,
+};
+use crate::{Error, Gpu, Params, Result};
+
+/// The finite-difference gradient (torchzero's `FDM`): for every element i in global order,
+///
+/// g_i = D_i, the [`Formula`]'s estimate of ∂f/∂x_i from f(x + k·h·e_i)
+///
+/// (Central by default: (f(x + h e_i) − f(x − h e_i))/(2h)).
+///
+/// x is downloaded once; each point is made by writing the single element
+/// `x_i + k·h` (computed in f64, rounded once to f32) with [`Params::write_at`] — no pass over
+/// the other n − 1 elements — and the original `x_i` is written back after the element's last
+/// point, so the parameters are restored **exactly** (`exact_restore` has nothing to add). One
+/// scalar is read back per evaluation; the gradient is uploaded once at the end. With an
+/// objective that batches ([`Objective::has_batch`]) the points go to
+/// [`Objective::loss_batch_coords`] in batches of `batch_size` points, and x is never written.
+///
+/// Evaluations per call: m·n, plus one for f₀ when the formula uses it (Central 2n, Forward
+/// n + 1, Forward3 2n + 1, Central4 4n, Forward5 4n + 1). `loss` is f₀ for formulas that use it;
+/// `loss_approx` is f₀, or for Central / Central4 the value f(x + h e_{n−1}) of the last element
+/// (as torchzero). Defaults (torchzero's): h = 1e-3, formula = Central, target = Closure.
+///
+/// Reference: J. Nocedal, S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, §8.1
+/// (finite-difference derivative approximations).
+///
+/// # Errors
+/// `approximate` returns [`Error::InvalidArgument`] for h ≤ 0 or non-finite, `batch_size = 0`,
+/// `grad` of another shape or device, or buffers that cannot be read or written from the host
+/// (adopted buffers without `COPY_SRC` / `COPY_DST`); [`Error::NonFiniteLoss`] for a NaN or
+/// infinite loss; the objective's errors. The element being probed is written back first.
+///
+/// # Example
+/// ```no_run
+/// use zograd::approx::{Fdm, Formula, GradApproximator};
+/// use zograd::Params;
+/// # fn main() -> zograd::Result<()> {
+/// let gpu = zograd::Gpu::new()?;
+/// let mut x = Params::from_slices(&gpu, &[&[1.0f32, 2.0][..], &[3.0f32][..]])?;
+/// let mut g = x.zeros_like()?;
+/// let mut loss = |p: &Params| -> zograd::Result<f32> { Ok(p.to_vec()?.iter().map(|v| v * v).sum()) };
+/// let e = Fdm::new().formula(Formula::Forward).approximate(&gpu, &mut x, &mut loss, &mut g)?;
+/// assert_eq!(e.evaluations, 4); // n + 1
+/// let g = g.to_vec()?;
+/// assert!((g[2] - 6.0).abs() < 1e-2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Fdm {
+    h: f32,
+    formula: Formula,
+    batch_size: u32,
+    target: Target,
+}
+
+impl Default for Fdm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fdm {
+    /// torchzero's defaults: h = 1e-3, Central; batches of 4096 points for batching objectives.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            h: 1e-3,
+            formula: Formula::Central,
+            batch_size: 4096,
+            target: Target::Closure,
+        }
+    }
+
+    /// The finite-difference step h (checked at use: finite and > 0).
+    #[must_use]
+    pub fn h(mut self, h: f32) -> Self {
+        self.h = h;
+        self
+    }
+
+    /// The finite-difference formula.
+    #[must_use]
+    pub fn formula(mut self, formula: Formula) -> Self {
+        self.formula = formula;
+        self
+    }
+
+    /// Points per [`Objective::loss_batch_coords`] call (checked at use: ≥ 1).
+    #[must_use]
+    pub fn batch_size(mut self, points: u32) -> Self {
+        self.batch_size = points;
+        self
+    }
+
+    /// Accepted for uniformity with the other estimators: Fdm always restores exactly.
+    #[must_use]
+    pub fn exact_restore(self, exact: bool) -> Self {
+        let _ = exact;
+        self
+    }
+
+    /// Where the estimate goes in an optimiser chain.
+    #[must_use]
+    pub fn target(mut self, target: Target) -> Self {
+        self.target = target;
+        self
+    }
+
+    fn run(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        grad: &mut Params,
+        known_f0: Option<f32>,
+    ) -> Result<Estimate> {
+        check_h(self.h)?;
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch_size: must be at least 1, got 0"));
+        }
+        check_buffers(gpu, params, grad)?;
+        let formula = self.formula;
+        let offsets = formula.offsets();
+        let m = offsets.len();
+        let x0 = params.to_vec()?;
+        let mut evaluations = 0u32;
+        let f0 = if formula.uses_f0() {
+            Some(match known_f0 {
+                Some(v) => check_loss(v, || "the given loss f(x)".into())?,
+                None => {
+                    evaluations += 1;
+                    check_loss(objective.loss(params)?, || "f(x) (unperturbed)".into())?
+                }
+            })
+        } else {
+            None
+        };
+        let h = f64::from(self.h);
+        let point = |i: usize, k: i32| (f64::from(x0[i]) + f64::from(k) * h) as f32;
+        let mut g = vec![0.0f32; x0.len()];
+        let mut last_row = vec![0.0f64; m];
+        let mut row = vec![0.0f64; m];
+        if objective.has_batch() {
+            let total = x0.len() * m;
+            let batch = self.batch_size as usize;
+            let mut start = 0;
+            let mut chunk = Vec::with_capacity(batch.min(total));
+            while start < total {
+                let end = (start + batch).min(total);
+                chunk.clear();
+                chunk.extend((start..end).map(|p| {
+                    let (i, j) = (p / m, p % m);
+                    Coordinate {
+                        index: i as u64,
+                        value: point(i, offsets[j]),
+                        original: x0[i],
+                    }
+                }));
+                let values = objective.loss_batch_coords(params, &chunk)?;
+                if values.len() != chunk.len() {
+                    return Err(Error::invalid(format!(
+                        "objective: loss_batch_coords returned {} values for {} points",
+                        values.len(),
+                        chunk.len()
+                    )));
+                }
+                evaluations = evaluations.saturating_add(values.len() as u32);
+                for (p, v) in (start..end).zip(values) {
+                    let (i, j) = (p / m, p % m);
+                    row[j] = f64::from(check_loss(v, || element_point(offsets[j], i))?);
+                    if j + 1 == m {
+                        g[i] = formula.combine(f0.map(f64::from), &row, h) as f32;
+                        last_row.copy_from_slice(&row);
+                    }
+                }
+                start = end;
+            }
+        } else {
+            let mut probe = ElementProbe {
+                params,
+                pending: None,
+            };
+            for i in 0..x0.len() {
+                for (j, &k) in offsets.iter().enumerate() {
+                    probe.set(i as u64, point(i, k), x0[i])?;
+                    let v = objective.loss(probe.params)?;
+                    evaluations = evaluations.saturating_add(1);
+                    row[j] = f64::from(check_loss(v, || element_point(k, i))?);
+                }
+                probe.restore()?;
+                g[i] = formula.combine(f0.map(f64::from), &row, h) as f32;
+                last_row.copy_from_slice(&row);
+            }
+        }
+        grad.write(&g)?;
+        Ok(Estimate {
+            loss: f0,
+            loss_approx: f0.or(Some(last_row[formula.approx_point()] as f32)),
+            evaluations,
+        })
+    }
+}
+
+fn element_point(k: i32, i: usize) -> String {
+    format!("f(x + {k}·h·e_i) of element {i}")
+}
+
+/// One element written away from its original value; written back when dropped.
+struct ElementProbe<'a> {
+    params: &'a mut Params,
+    pending: Option<(u64, f32)>,
+}
+
+impl ElementProbe<'_> {
+    fn set(&mut self, index: u64, value: f32, original: f32) -> Result<()> {
+        self.pending = Some((index, original));
+        self.params.write_at(index, &[value])
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        if let Some((index, original)) = self.pending {
+            self.params.write_at(index, &[original])?;
+            self.pending = None;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ElementProbe<'_> {
+    fn drop(&mut self) {
+        let _ = self.restore();
+    }
+}
+
+impl GradApproximator for Fdm {
+    fn approximate(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        grad: &mut Params,
+    ) -> Result<Estimate> {
+        self.run(gpu, params, objective, grad, None)
+    }
+
+    fn approximate_with_loss(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        grad: &mut Params,
+        loss: f32,
+    ) -> Result<Estimate> {
+        self.run(gpu, params, objective, grad, Some(loss))
+    }
+
+    fn current_target(&self) -> Target {
+        self.target
+    }
+}

@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Zeroth-order gradient approximators: torchzero's `grad_approximation` module with the
+//! parameters on the GPU (SPEC.md §1–§3, §5).
+//!
+//! | estimator | what it estimates | evaluations per call (f₀ not known) | GPU state |
+//! |---|---|---|---|
+//! | [`Fdm`] | g_i = D along e_i for every element | m·n (+1 if the formula uses f₀) | none |
+//! | [`RandomizedFdm`], [`Spsa`], [`Rdsa`], [`GaussianSmoothing`] | (1/S) Σ D_s u_s | m·S (+1) | none (β > 0: S·n floats) |
+//! | [`MeZo`] | (1/S) Σ D_s u_s, directions from (seed, step, s) | m·S (+1) | none |
+//! | [`ForwardGradient`] | (1/S) Σ (∇f·u_s) u_s | Central 2S, Forward S + 1, User S JVPs | none (Uniform: n floats) |
+//!
+//! m is the number of points of the [`Formula`] (Central 2, Forward 1, Central4 4, …), n the
+//! number of parameters, S `n_samples`. `exact_restore(true)` adds one copy of x (n floats).
+//!
+//! Every random estimator computes one coefficient per sample on the host (in f64) and adds
+//! all samples to the gradient with ONE [`accumulate`](crate::kernels::accumulate) pass; the
+//! directions are regenerated from (seed, step, sample) by Philox wherever they are used and never
+//! stored (except for the direction momentum β of [`RandomizedFdm`]).
+//!
+//! # Restoring the parameters
+//! Every `approximate` leaves the parameters as it found them, on success and on every error
+//! (and when the objective panics, through a drop guard). By default the random estimators
+//! restore in place, like torchzero and MeZO (x + hu − 2hu + hu): each element then differs
+//! from its original by a few f32 roundings of x (at most `(Σ|steps|)·ulp(|x_i| + m·h|u_i|)`,
+//! typically 0 or 1 ulp of x_i per sample). `exact_restore(true)` keeps one copy of x and
+//! restores by copy, bit-exactly. [`Fdm`] always restores exactly (it writes the original value
+//! of the element back).
+//!
+//! # Example
+//! ```no_run
+//! use zograd::approx::{GradApproximator, Spsa};
+//! use zograd::{Gpu, Params};
+//! # fn main() -> zograd::Result<()> {
+//! let gpu = Gpu::new()?;
+//! let mut x = Params::from_slices(&gpu, &[&[1.0f32, -2.0, 0.5][..]])?;
+//! let mut g = x.zeros_like()?;
+//! let mut loss = |p: &Params| -> zograd::Result<f32> {
+//!     Ok(p.to_vec()?.iter().map(|v| v * v).sum())
+//! };
+//! let mut est = Spsa::new().h(1e-3).n_samples(4).seed(0);
+//! est.pre_step();
+//! let e = est.approximate(&gpu, &mut x, &mut loss, &mut g)?;
+//! assert_eq!(e.evaluations, 8);
+//! # Ok(()) }
+//! ```
+
+mod fdm;
+mod formula;
+mod forward_gradient;
+mod mezo;
+mod probe;
+mod randomized;
+
+pub use fdm::Fdm;
+pub use formula::Formula;
+pub use forward_gradient::{ForwardGradient, Jvp};
+pub use mezo::MeZo;
+pub use randomized::{GaussianSmoothing, RandomizedFdm, Rdsa, Spsa};
+
+pub use crate::objective::{Coordinate, LossValue, Objective};
+pub use crate::Distribution;
+
+use crate::{Error, Gpu, Params, Result};
+
+/// What an `approximate` call learned besides the gradient.
+///
+/// Construct it with a struct literal in your own [`GradApproximator`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Estimate {
+    /// f(x) at the unperturbed parameters, if the estimator evaluated it (formulas that use
+    /// f₀) or was given it.
+    pub loss: Option<f32>,
+    /// An approximation of f(x): f₀ when known, otherwise the first perturbed value f(x + h·u)
+    /// of the last sample (torchzero's `loss_approx`).
+    pub loss_approx: Option<f32>,
+    /// Calls into the objective (one per point evaluated, batched points included; one per
+    /// JVP).
+    pub evaluations: u32,
+}
+
+/// Where the estimate goes in an optimiser chain (torchzero's `GradTarget`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Target {
+    /// The estimate is the update that flows through the chain.
+    Update,
+    /// The estimate is stored as the gradient and the chain starts from it.
+    Grad,
+    /// The estimator is the gradient oracle that later modules (line searches, Newton-CG) call
+    /// at whatever points they need; torchzero's default.
+    #[default]
+    Closure,
+}
+
+/// A gradient estimator from loss values only (SPEC.md §3).
+///
+/// Implement it for your own estimator with the public [`crate::kernels`]; see
+/// `examples/custom_approximator.rs` for a one-measurement SPSA in a few dozen lines.
+///
+/// # Contract
+/// `approximate` writes the estimate into `grad` (same shape and device as `params`) and leaves
+/// `params` as it found them, also when it returns an error.
+///
+/// # Example
+/// ```no_run
+/// use zograd::approx::{Fdm, GradApproximator};
+/// use zograd::Params;
+/// # fn main() -> zograd::Result<()> {
+/// let gpu = zograd::Gpu::new()?;
+/// let mut x = Params::from_slices(&gpu, &[&[3.0f32][..]])?;
+/// let mut g = x.zeros_like()?;
+/// let mut loss = |p: &Params| -> zograd::Result<f32> { Ok(p.to_vec()?[0].powi(2)) };
+/// let mut est: Box<dyn GradApproximator> = Box::new(Fdm::new());
+/// est.pre_step();
+/// est.approximate(&gpu, &mut x, &mut loss, &mut g)?;
+/// assert!((g.to_vec()?[0] - 6.0).abs() < 1e-2);
+/// # Ok(()) }
+/// ```
+pub trait GradApproximator {
+    /// Called once per optimiser step, before the first `approximate` of the step: advances the
+    /// step counter (new random directions) and does any per-step set-up.
+    fn pre_step(&mut self) {}
+
+    /// Estimates the gradient of `objective` at `params` into `grad`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for bad settings or mismatched `params`/`grad`;
+    /// [`Error::NonFiniteLoss`] when the loss is NaN or infinite; the objective's own errors;
+    /// device errors. `params` are restored before any error is returned.
+    fn approximate(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        grad: &mut Params,
+    ) -> Result<Estimate>;
+
+    /// As [`approximate`](GradApproximator::approximate) when the caller already knows
+    /// `loss = f(params)`: formulas that use f₀ take it instead of evaluating it (one evaluation
+    /// fewer). The default ignores `loss`.
+    ///
+    /// # Errors
+    /// As [`approximate`](GradApproximator::approximate).
+    fn approximate_with_loss(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        grad: &mut Params,
+        loss: f32,
+    ) -> Result<Estimate> {
+        let _ = loss;
+        self.approximate(gpu, params, objective, grad)
+    }
+
+    /// Bytes of GPU buffers the estimator owns now (state, saved copies). 0 by default.
+    fn state_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Where the estimate goes in an optimiser chain (default [`Target::Closure`]).
+    fn current_target(&self) -> Target {
+        Target::Closure
+    }
+
+    /// Whether [`fused_step`](GradApproximator::fused_step) is implemented: the estimator can
+    /// fold its last restore of the parameters into the update, so an optimiser whose chain is
+    /// only [`Lr`](crate::optim::Lr) and [`WeightDecay`](crate::optim::WeightDecay) needs no
+    /// gradient buffer (default false).
+    fn can_fuse(&self) -> bool {
+        false
+    }
+
+    /// Estimates the gradient ĝ at `params` and applies `x ← a·x − alpha·ĝ` in place, without a
+    /// gradient buffer (the fused MeZO step, SPEC.md §4). Called after
+    /// [`pre_step`](GradApproximator::pre_step) by [`Optimizer`](crate::optim::Optimizer) when
+    /// [`can_fuse`](GradApproximator::can_fuse) is true.
+    ///
+    /// # Errors
+    /// As [`approximate`](GradApproximator::approximate); the default returns
+    /// [`Error::Unsupported`]. On error the parameters are restored and not updated.
+    fn fused_step(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        a: f32,
+        alpha: f32,
+    ) -> Result<Estimate> {
+        let _ = (gpu, params, objective, a, alpha);
+        Err(Error::Unsupported(
+            "this approximator has no fused step (can_fuse() is false)".into(),
+        ))
+    }
+}
+
+/// Fails unless `params` and `grad` live on `gpu` and have the same shape.
+pub(crate) fn check_buffers(gpu: &Gpu, params: &Params, grad: &Params) -> Result<()> {
+    if !params.gpu().same(gpu) {
+        return Err(Error::invalid(
+            "params: live on another Gpu than the `gpu` argument",
+        ));
+    }
+    if !grad.gpu().same(gpu) {
+        return Err(Error::invalid("grad: lives on another Gpu than params"));
+    }
+    if !grad.same_shape(params) {
+        return Err(Error::invalid(format!(
+            "grad: buffer lengths {:?} differ from the parameters' {:?}",
+            grad.buffer_lens(),
+            params.buffer_lens()
+        )));
+    }
+    Ok(())
+}
+
+/// Fails unless `h` is finite and positive.
+pub(crate) fn check_h(h: f32) -> Result<()> {
+    if h.is_finite() && h > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "h: must be finite and positive, got {h}"
+        )))
+    }
+}
+
+/// Fails when `n_samples` is 0.
+pub(crate) fn check_samples(n_samples: u32) -> Result<()> {
+    if n_samples == 0 {
+        Err(Error::invalid("n_samples: must be at least 1, got 0"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Fails with [`Error::NonFiniteLoss`] unless `value` is finite.
+pub(crate) fn check_loss(value: f32, context: impl FnOnce() -> String) -> Result<f32> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(Error::NonFiniteLoss {
+            value,
+            context: context(),
+        })
+    }
+}
+
+/// A seed from the OS's entropy (through std's randomly keyed `RandomState`), for estimators
+/// built without one.
+pub(crate) fn entropy_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
+}
+
+/// A copy of the parameters for `exact_restore`, reallocated when the shape or device changes.
+pub(crate) fn saved_copy<'a>(
+    slot: &'a mut Option<Params>,
+    params: &Params,
+) -> Result<&'a mut Params> {
+    let fits = slot.as_ref().is_some_and(|s| {
+        s.gpu().same(params.gpu()) && s.same_shape(params) && s.chunk_len() == params.chunk_len()
+    });
+    if !fits {
+        *slot = None;
+        let mut s = params.zeros_like()?;
+        if s.chunk_len() != params.chunk_len() {
+            s.set_max_chunk_len(params.chunk_len())?;
+        }
+        *slot = Some(s);
+    }
+    Ok(slot.as_mut().expect("the saved copy was just created"))
+}

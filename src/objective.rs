@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! [`Objective`]: the black-box loss the estimators query.
+
+use crate::kernels::{perturb, Direction};
+use crate::{Error, Params, Result};
+
+/// A scalar loss of parameters that live on the GPU.
+///
+/// Every closure `FnMut(&Params) -> f32` and `FnMut(&Params) -> Result<f32, E>` (with `E` any
+/// `std::error::Error + Send + Sync + 'static`) is an `Objective`; a user error becomes
+/// [`Error::Objective`] after the estimator has restored the parameters. Implement the trait on
+/// your own type to offer the optional methods:
+///
+/// - [`loss_batch`](Objective::loss_batch) / [`loss_batch_coords`](Objective::loss_batch_coords):
+///   evaluate many perturbed points in one call (e.g. one shader dispatch that regenerates
+///   `x + scale·z` on the fly from [`crate::wgsl::PHILOX`] without writing x). The estimators call
+///   them only when [`has_batch`](Objective::has_batch) returns true.
+/// - [`jvp`](Objective::jvp): the exact directional derivative ∇f(x)·z, for
+///   [`ForwardGradient`](crate::approx::ForwardGradient) with [`Jvp::User`](crate::approx::Jvp).
+///
+/// # Example
+/// ```no_run
+/// use zograd::{approx::{GradApproximator, Spsa}, Objective, Params};
+/// # fn main() -> zograd::Result<()> {
+/// let gpu = zograd::Gpu::new()?;
+/// let mut x = Params::from_slices(&gpu, &[&[1.0f32, 2.0][..]])?;
+/// let mut g = x.zeros_like()?;
+/// // A closure: here the loss is computed on the host after a download; a real objective runs
+/// // its own shaders on `p.buffers()` and reads back one scalar.
+/// let mut loss = |p: &Params| -> zograd::Result<f32> {
+///     Ok(p.to_vec()?.iter().map(|v| v * v).sum())
+/// };
+/// assert!(loss.loss(&x)? > 0.0);
+/// Spsa::new().seed(1).approximate(&gpu, &mut x, &mut loss, &mut g)?;
+/// # Ok(()) }
+/// ```
+pub trait Objective {
+    /// f(params). Called with the parameters perturbed in place by the estimator.
+    ///
+    /// # Errors
+    /// Whatever the objective reports; closures' errors arrive as [`Error::Objective`].
+    fn loss(&mut self, params: &Params) -> Result<f32>;
+
+    /// Whether [`loss_batch`](Objective::loss_batch) and
+    /// [`loss_batch_coords`](Objective::loss_batch_coords) are implemented efficiently; the
+    /// estimators use them only then (default false).
+    fn has_batch(&self) -> bool {
+        false
+    }
+
+    /// f at every point `params + scale·z(dir)` of `points`, in order. An implementation must
+    /// leave `params` as it found them (the default perturbs in place and restores by the
+    /// opposite perturbation, also when the loss fails or panics, so it drifts by f32 rounding).
+    ///
+    /// # Errors
+    /// The first error of [`loss`](Objective::loss) or of a kernel.
+    fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(points.len());
+        for (dir, scale) in points {
+            perturb(params, dir, *scale)?;
+            let undo = Undo {
+                params: &mut *params,
+                restore: Restore::Shift(*dir, -*scale),
+            };
+            let value = self.loss(undo.params);
+            undo.finish()?;
+            out.push(value?);
+        }
+        Ok(out)
+    }
+
+    /// f at every point "`params` with element `index` set to `value`" of `points`, in order
+    /// (the points of [`Fdm`](crate::approx::Fdm)). An implementation must leave `params` as it
+    /// found them; the default writes each element with [`Params::write_at`] and writes
+    /// `original` back, also when the loss fails or panics.
+    ///
+    /// # Errors
+    /// The first error of [`loss`](Objective::loss) or of a write.
+    fn loss_batch_coords(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+    ) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(points.len());
+        for p in points {
+            params.write_at(p.index, &[p.value])?;
+            let undo = Undo {
+                params: &mut *params,
+                restore: Restore::Write(p.index, p.original),
+            };
+            let value = self.loss(undo.params);
+            undo.finish()?;
+            out.push(value?);
+        }
+        Ok(out)
+    }
+
+    /// The directional derivative ∇f(params)·z(dir) (a Jacobian-vector product, e.g. from a
+    /// forward-mode shader), for [`Jvp::User`](crate::approx::Jvp::User). For
+    /// [`Distribution::Sphere`](crate::Distribution::Sphere) the direction is the Gaussian one
+    /// times `√n / ‖z‖` ([`crate::kernels::sphere_norm`]).
+    ///
+    /// # Errors
+    /// The default returns [`Error::Unsupported`]: the objective computes no JVP.
+    fn jvp(&mut self, params: &Params, dir: &Direction) -> Result<f32> {
+        let _ = (params, dir);
+        Err(Error::Unsupported(
+            "this Objective does not implement jvp (needed by ForwardGradient with Jvp::User)"
+                .into(),
+        ))
+    }
+}
+
+/// A point of [`Objective::loss_batch_coords`]: the parameters with element `index` (global
+/// order) set to `value`; `original` is the element's current value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Coordinate {
+    /// Global index of the changed element.
+    pub index: u64,
+    /// Its value at this point.
+    pub value: f32,
+    /// Its value in the unperturbed parameters.
+    pub original: f32,
+}
+
+/// What a closure objective may return: `f32`, or `Result<f32, E>` for any std error `E`
+/// (which becomes [`Error::Objective`]; a zograd [`Error`] itself is passed through).
+pub trait LossValue {
+    /// The loss, or the objective's error as a zograd [`Error`].
+    ///
+    /// # Errors
+    /// [`Error::Objective`] wrapping the closure's error.
+    fn into_loss(self) -> Result<f32>;
+}
+
+impl LossValue for f32 {
+    fn into_loss(self) -> Result<f32> {
+        Ok(self)
+    }
+}
+
+impl<E> LossValue for std::result::Result<f32, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    /// A zograd [`Error`] (e.g. from a kernel the closure launched) passes through unchanged;
+    /// any other error is wrapped in [`Error::Objective`].
+    fn into_loss(self) -> Result<f32> {
+        self.map_err(|e| {
+            let boxed: Box<dyn std::error::Error + Send + Sync + 'static> = Box::new(e);
+            match boxed.downcast::<Error>() {
+                Ok(own) => *own,
+                Err(other) => Error::Objective(other),
+            }
+        })
+    }
+}
+
+impl<F, R> Objective for F
+where
+    F: FnMut(&Params) -> R,
+    R: LossValue,
+{
+    fn loss(&mut self, params: &Params) -> Result<f32> {
+        self(params).into_loss()
+    }
+}
+
+enum Restore {
+    Shift(Direction, f32),
+    Write(u64, f32),
+}
+
+/// Undoes one point of the default batch methods on every exit path, panics included.
+struct Undo<'a> {
+    params: &'a mut Params,
+    restore: Restore,
+}
+
+impl Undo<'_> {
+    fn apply(&mut self) -> Result<()> {
+        match self.restore {
+            Restore::Shift(dir, scale) => perturb(self.params, &dir, scale),
+            Restore::Write(index, value) => self.params.write_at(index, &[value]),
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let r = self.apply();
+        std::mem::forget(self);
+        r
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        let _ = self.apply();
+    }
+}

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The elementwise modules: learning rate, momentum, Adam, sign, weight decay, norm clipping.
+
+use super::{ensure_like, Context, Fusion, Transform};
+use crate::kernels::{adam, axpy, heavy_ball, norm, scale, sign};
+use crate::{Error, Params, Result};
+
+fn check(name: &str, value: f32, ok: bool, range: &str) -> Result<()> {
+    if value.is_finite() && ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{name}: must be {range}, got {value}"
+        )))
+    }
+}
+
+/// Bytes of an optional state buffer.
+fn bytes(p: &Option<Params>) -> u64 {
+    p.as_ref().map_or(0, Params::owned_bytes)
+}
+
+/// The learning rate: `update ← lr · update` (torchzero's `LR`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lr {
+    lr: f32,
+}
+
+impl Lr {
+    /// A learning rate; it must be finite and positive (checked at each step).
+    #[must_use]
+    pub fn new(lr: f32) -> Self {
+        Self { lr }
+    }
+}
+
+impl Transform for Lr {
+    fn name(&self) -> &'static str {
+        "Lr"
+    }
+    fn validate(&self) -> Result<()> {
+        check("lr", self.lr, self.lr > 0.0, "finite and positive")
+    }
+    fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        scale(ctx.update, self.lr)
+    }
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::Scale(self.lr))
+    }
+}
+
+/// Heavy-ball momentum (Polyak): `v ← m·v + update; update ← v`. One n-sized state buffer.
+#[derive(Debug)]
+pub struct HeavyBall {
+    momentum: f32,
+    velocity: Option<Params>,
+}
+
+impl HeavyBall {
+    /// Momentum `m` in [0, 1) (torchzero's default is 0.9).
+    #[must_use]
+    pub fn new(momentum: f32) -> Self {
+        Self {
+            momentum,
+            velocity: None,
+        }
+    }
+}
+
+impl Default for HeavyBall {
+    fn default() -> Self {
+        Self::new(0.9)
+    }
+}
+
+impl Transform for HeavyBall {
+    fn name(&self) -> &'static str {
+        "HeavyBall"
+    }
+    fn validate(&self) -> Result<()> {
+        let m = self.momentum;
+        check("momentum", m, (0.0..1.0).contains(&m), "in [0, 1)")
+    }
+    fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        let v = ensure_like(&mut self.velocity, ctx.update)?;
+        heavy_ball(ctx.update, v, self.momentum)
+    }
+    fn state_bytes(&self) -> u64 {
+        bytes(&self.velocity)
+    }
+}
+
+/// Adam (Kingma & Ba, 2015) with bias correction: `m ← β₁m + (1−β₁)u`,
+/// `v ← β₂v + (1−β₂)u²`, `update ← m̂ / (√v̂ + ε)`. Follow it with [`Lr`]. Two n-sized
+/// state buffers.
+#[derive(Debug)]
+pub struct Adam {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    t: u64,
+    m: Option<Params>,
+    v: Option<Params>,
+}
+
+impl Adam {
+    /// Adam with β₁ = 0.9, β₂ = 0.999, ε = 1e-8.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t: 0,
+            m: None,
+            v: None,
+        }
+    }
+
+    /// β₁ in [0, 1).
+    #[must_use]
+    pub fn beta1(mut self, beta1: f32) -> Self {
+        self.beta1 = beta1;
+        self
+    }
+
+    /// β₂ in [0, 1).
+    #[must_use]
+    pub fn beta2(mut self, beta2: f32) -> Self {
+        self.beta2 = beta2;
+        self
+    }
+
+    /// ε > 0.
+    #[must_use]
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Transform for Adam {
+    fn name(&self) -> &'static str {
+        "Adam"
+    }
+    fn validate(&self) -> Result<()> {
+        check(
+            "beta1",
+            self.beta1,
+            (0.0..1.0).contains(&self.beta1),
+            "in [0, 1)",
+        )?;
+        check(
+            "beta2",
+            self.beta2,
+            (0.0..1.0).contains(&self.beta2),
+            "in [0, 1)",
+        )?;
+        check("eps", self.eps, self.eps > 0.0, "finite and positive")
+    }
+    fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        ensure_like(&mut self.m, ctx.update)?;
+        ensure_like(&mut self.v, ctx.update)?;
+        let (Some(m), Some(v)) = (self.m.as_mut(), self.v.as_mut()) else {
+            unreachable!("both state buffers were just created");
+        };
+        adam(
+            ctx.update,
+            m,
+            v,
+            (self.beta1, self.beta2, self.eps),
+            self.t + 1,
+        )?;
+        self.t += 1;
+        Ok(())
+    }
+    fn state_bytes(&self) -> u64 {
+        bytes(&self.m) + bytes(&self.v)
+    }
+}
+
+/// `update ← sign(update)` (ZO-SignSGD; Liu et al., 2019). Follow it with [`Lr`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sign;
+
+impl Sign {
+    /// The sign module.
+    #[must_use]
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl Transform for Sign {
+    fn name(&self) -> &'static str {
+        "Sign"
+    }
+    fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        sign(ctx.update)
+    }
+}
+
+/// Decoupled weight decay: `update ← update + wd·x`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightDecay {
+    wd: f32,
+}
+
+impl WeightDecay {
+    /// Weight decay `wd ≥ 0`.
+    #[must_use]
+    pub fn new(wd: f32) -> Self {
+        Self { wd }
+    }
+}
+
+impl Transform for WeightDecay {
+    fn name(&self) -> &'static str {
+        "WeightDecay"
+    }
+    fn validate(&self) -> Result<()> {
+        check(
+            "weight_decay",
+            self.wd,
+            self.wd >= 0.0,
+            "finite and non-negative",
+        )
+    }
+    fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        axpy(ctx.update, self.wd, ctx.params)
+    }
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::AddParams(self.wd))
+    }
+}
+
+/// Clips the update's global norm (over all buffers): `update ← update · min(1, max/‖update‖)`.
+/// Reads one scalar back per step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClipNorm {
+    max: f32,
+}
+
+impl ClipNorm {
+    /// The largest norm, finite and positive.
+    #[must_use]
+    pub fn new(max: f32) -> Self {
+        Self { max }
+    }
+}
+
+impl Transform for ClipNorm {
+    fn name(&self) -> &'static str {
+        "ClipNorm"
+    }
+    fn validate(&self) -> Result<()> {
+        check("max_norm", self.max, self.max > 0.0, "finite and positive")
+    }
+    fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        let n = norm(ctx.update)?;
+        if n > f64::from(self.max) {
+            scale(ctx.update, (f64::from(self.max) / n) as f32)?;
+        }
+        Ok(())
+    }
+}
