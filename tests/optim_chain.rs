@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, data, gpu, split};
-use zograd::approx::{Estimate, GradApproximator, MeZo};
+use zograd::approx::{Estimate, Fdm, GradApproximator, MeZo, Target};
 use zograd::kernels::{adam, heavy_ball, sign};
 use zograd::optim::{
     Adam, Backtracking, ClipNorm, HeavyBall, Hvp, Lr, NewtonCg, Optimizer, Sign, WeightDecay,
@@ -292,4 +292,61 @@ fn bad_hyper_parameters_are_named_and_change_nothing() {
     assert!(
         matches!(opt.step(&mut other, &mut host_loss), Err(Error::InvalidArgument(m)) if m.contains("params"))
     );
+}
+
+/// Targets (SPEC.md §3): Update keeps no gradient, Grad keeps it, Closure also lends the
+/// approximator to later modules; a chain that needs more is refused before any evaluation.
+#[test]
+fn targets_decide_what_the_chain_may_use() {
+    let g = gpu();
+    let x0 = vec![1.0f32, -2.0];
+    let cases: [(Target, bool, bool); 3] = [
+        // (target, Backtracking allowed, NewtonCg allowed)
+        (Target::Update, false, false),
+        (Target::Grad, true, false),
+        (Target::Closure, true, true),
+    ];
+    for (target, backtracking_ok, newton_ok) in cases {
+        for (module, ok) in [("Backtracking", backtracking_ok), ("NewtonCg", newton_ok)] {
+            let mut x = Params::from_slices(&g, &[&x0]).unwrap();
+            let opt = Optimizer::new(&g, &x, Fdm::new().target(target)).unwrap();
+            let mut opt = if module == "Backtracking" {
+                opt.then(Backtracking::new())
+            } else {
+                opt.then(NewtonCg::new())
+            };
+            let mut calls = 0;
+            let mut loss = |p: &Params| -> Result<f32> {
+                calls += 1;
+                host_loss(p)
+            };
+            let r = opt.step(&mut x, &mut loss);
+            if ok {
+                r.unwrap_or_else(|e| panic!("{target:?} + {module}: {e}"));
+                assert!(
+                    quad(&x.to_vec().unwrap()) < quad(&x0),
+                    "{target:?} + {module}: no descent"
+                );
+            } else {
+                match r {
+                    Err(Error::InvalidArgument(m)) => {
+                        assert!(m.starts_with("target") && m.contains(module), "{m}")
+                    }
+                    other => {
+                        panic!("{target:?} + {module}: expected a target error, got {other:?}")
+                    }
+                }
+                assert_eq!(calls, 0, "{target:?} + {module}: refused before evaluating");
+            }
+        }
+    }
+    // Without modules that need more, every target runs the plain chain.
+    for target in [Target::Update, Target::Grad, Target::Closure] {
+        let mut x = Params::from_slices(&g, &[&x0]).unwrap();
+        let mut opt = Optimizer::new(&g, &x, Fdm::new().target(target))
+            .unwrap()
+            .then(Lr::new(0.1));
+        opt.step(&mut x, &mut host_loss).unwrap();
+        assert!(quad(&x.to_vec().unwrap()) < quad(&x0), "{target:?}");
+    }
 }

@@ -24,7 +24,20 @@
 //! passes the update through the modules in order (each an elementwise kernel on its own GPU
 //! state, created on the first step), and applies `x ← x − update`. Modules that need the
 //! loss or the gradient at other points — [`Backtracking`], [`NewtonCg`] — call the objective
-//! and the approximator themselves (torchzero's `Closure` target).
+//! and the approximator themselves.
+//!
+//! The approximator's [`Target`] (SPEC.md §3) says what the chain may do with it:
+//!
+//! | target | the chain starts from the estimate | the estimate is kept as the gradient ([`Context::grad`]) | the approximator is an oracle at other points ([`Context::approximator`]) |
+//! |---|---|---|---|
+//! | [`Target::Update`] | yes | no | no |
+//! | [`Target::Grad`] | yes | yes | no |
+//! | [`Target::Closure`] (default) | yes | yes | yes |
+//!
+//! So [`Backtracking`] (which needs the gradient for its sufficient-decrease test) needs `Grad`
+//! or `Closure`, and [`NewtonCg`] (which estimates gradients at shifted points) needs
+//! `Closure`; a chain that asks for more than its approximator's target gives is an
+//! [`Error::InvalidArgument`] at the first step, before anything is evaluated.
 //!
 //! **Fused MeZO step.** When the approximator can fuse (see
 //! [`GradApproximator::fused_step`]: [`MeZo`](crate::approx::MeZo)) and every module is [`Lr`]
@@ -42,7 +55,7 @@ pub use newton_cg::{Hvp, NewtonCg};
 
 use std::fmt;
 
-use crate::approx::{Estimate, GradApproximator};
+use crate::approx::{Estimate, GradApproximator, Target};
 use crate::kernels::{axpy, copy};
 use crate::{Error, Gpu, Objective, Params, Result};
 
@@ -66,12 +79,14 @@ pub struct Context<'a> {
     /// The update flowing through the chain; the optimiser finally applies `x ← x − update`.
     pub update: &'a mut Params,
     /// The approximator's estimate at x, kept when a module asks for it
-    /// ([`Transform::needs_grad`]).
+    /// ([`Transform::needs_grad`]) and the approximator's target is [`Target::Grad`] or
+    /// [`Target::Closure`].
     pub grad: Option<&'a Params>,
     /// The loss.
     pub objective: &'a mut dyn Objective,
-    /// The approximator, as a gradient oracle at other points (same directions within a step).
-    pub approximator: &'a mut dyn GradApproximator,
+    /// The approximator as a gradient oracle at other points (same directions within a step),
+    /// when its target is [`Target::Closure`] (torchzero's default).
+    pub approximator: Option<&'a mut dyn GradApproximator>,
     /// f(x), when known; a module that evaluates it stores it here.
     pub loss: Option<f32>,
     /// Objective evaluations so far in this step; a module adds its own.
@@ -105,8 +120,15 @@ pub trait Transform: Send + fmt::Debug {
     }
 
     /// Whether the module reads [`Context::grad`] (the optimiser then keeps a copy of the
-    /// estimate, one more n-sized buffer).
+    /// estimate, one more n-sized buffer). Such a module needs an approximator whose target is
+    /// [`Target::Grad`] or [`Target::Closure`].
     fn needs_grad(&self) -> bool {
+        false
+    }
+
+    /// Whether the module calls the approximator at other points ([`Context::approximator`]);
+    /// it then needs an approximator whose target is [`Target::Closure`].
+    fn needs_oracle(&self) -> bool {
         false
     }
 
@@ -274,8 +296,23 @@ impl Optimizer {
                 self.shape
             )));
         }
+        let target = self.approximator.current_target();
         for m in &self.modules {
             m.validate()?;
+            if m.needs_oracle() && target != Target::Closure {
+                return Err(Error::invalid(format!(
+                    "target: {} calls the approximator at other points and needs Target::Closure, \
+                     the approximator's target is {target:?}",
+                    m.name()
+                )));
+            }
+            if m.needs_grad() && target == Target::Update {
+                return Err(Error::invalid(format!(
+                    "target: {} needs the gradient, which Target::Update does not keep (use \
+                     Target::Grad or Target::Closure)",
+                    m.name()
+                )));
+            }
         }
         let step = self.step + 1;
         if let Some((beta, alpha)) = self.fusion() {
@@ -304,7 +341,8 @@ impl Optimizer {
             update,
             grad,
             objective,
-            approximator: &mut *self.approximator,
+            approximator: (target == Target::Closure)
+                .then_some(&mut *self.approximator as &mut dyn GradApproximator),
             loss: est.loss,
             evaluations: est.evaluations,
             step,

@@ -104,10 +104,11 @@ impl Default for NewtonCg {
 
 /// `out ← g(x + t·v)` with x restored afterwards (also on error); returns the evaluations.
 fn grad_shifted(ctx: &mut Context<'_>, t: f32, v: &Params, out: &mut Params) -> Result<u32> {
+    let oracle = ctx.approximator.as_deref_mut().ok_or_else(|| {
+        Error::invalid("target: NewtonCg needs the approximator's Target::Closure")
+    })?;
     let mut shifted = super::Shifted::new(ctx.params, t, v)?;
-    let est = ctx
-        .approximator
-        .approximate(ctx.gpu, shifted.params(), ctx.objective, out);
+    let est = oracle.approximate(ctx.gpu, shifted.params(), ctx.objective, out);
     shifted.restore()?;
     Ok(est?.evaluations)
 }
@@ -137,6 +138,10 @@ impl Transform for NewtonCg {
     }
 
     fn needs_grad(&self) -> bool {
+        true
+    }
+
+    fn needs_oracle(&self) -> bool {
         true
     }
 
