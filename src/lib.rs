@@ -6,6 +6,7 @@ mod error;
 pub(crate) mod gpu;
 mod objective;
 mod params;
+mod shader_objective;
 
 pub mod approx;
 pub mod cpu;
@@ -19,6 +20,7 @@ pub use gpu::context::Gpu;
 pub use objective::{Coordinate, LossValue, Objective};
 pub use params::Params;
 pub use rng::Distribution;
+pub use shader_objective::{Binding, ShaderObjective};
 
 #[cfg(test)]
 mod tests {

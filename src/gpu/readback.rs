@@ -36,6 +36,41 @@ impl Gpu {
         }
     }
 
+    /// Reads `count` f32 values starting at byte `offset` of `buffer` (which needs `COPY_SRC`),
+    /// through a reused staging buffer: the one readback a user's loss closure needs after its
+    /// own shaders wrote the loss. Waits for the GPU (submitted work included).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a range outside the buffer, an unaligned offset or a buffer
+    /// without `COPY_SRC`; device errors.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn main() -> zograd::Result<()> {
+    /// let gpu = zograd::Gpu::new()?;
+    /// let x = zograd::Params::from_slices(&gpu, &[&[1.5f32, 2.5][..]])?;
+    /// assert_eq!(gpu.read_f32s(&x.buffers()[0], 4, 1)?, vec![2.5]);
+    /// # Ok(()) }
+    /// ```
+    pub fn read_f32s(&self, buffer: &wgpu::Buffer, offset: u64, count: u64) -> Result<Vec<f32>> {
+        if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(Error::InvalidArgument(format!(
+                "buffer: usage {:?} lacks COPY_SRC, needed to read it back",
+                buffer.usage()
+            )));
+        }
+        if offset % 4 != 0 || offset + count * 4 > buffer.size() {
+            return Err(Error::InvalidArgument(format!(
+                "offset: bytes {offset}..{} are not 4-aligned inside the buffer of {} bytes",
+                offset + count * 4,
+                buffer.size()
+            )));
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        self.read_f32(buffer, offset, count, &mut out)?;
+        Ok(out)
+    }
+
     /// Reads `len` f32 values starting at byte `offset` of `src` (which needs COPY_SRC) and
     /// appends them to `out`. Waits for the GPU.
     pub(crate) fn read_f32(

@@ -4,7 +4,6 @@
 //! buffers), a single-workgroup shader evaluates the function, one f32 is read back.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
 
 use zograd::{Gpu, Params};
 
@@ -78,7 +77,6 @@ pub struct ShaderLoss {
     loss: wgpu::ComputePipeline,
     scratch: wgpu::Buffer,
     out: wgpu::Buffer,
-    staging: wgpu::Buffer,
     groups: HashMap<wgpu::Buffer, (wgpu::Buffer, wgpu::BindGroup)>,
     loss_group: wgpu::BindGroup,
     /// Evaluations so far.
@@ -139,12 +137,6 @@ impl ShaderLoss {
         };
         let scratch = storage(n.max(2) * 4, wgpu::BufferUsages::empty());
         let out = storage(16, wgpu::BufferUsages::COPY_SRC);
-        let staging = d.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: 16,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let meta = Self::meta(gpu, 0, 0, func, n);
         // The loss pass binds the scratch as `src` too; it only reads `scratch`.
         let dummy = storage(16, wgpu::BufferUsages::empty());
@@ -158,7 +150,6 @@ impl ShaderLoss {
             layout,
             scratch,
             out,
-            staging,
             groups: HashMap::new(),
             loss_group,
             calls: 0,
@@ -251,22 +242,7 @@ impl ShaderLoss {
             pass.set_bind_group(0, &self.loss_group, &[]);
             pass.dispatch_workgroups(1, 1, 1);
         }
-        encoder.copy_buffer_to_buffer(&self.out, 0, &self.staging, 0, 4);
         self.gpu.queue().submit([encoder.finish()]);
-        let (tx, rx) = mpsc::channel();
-        self.staging.map_async(wgpu::MapMode::Read, 0..4, move |r| {
-            let _ = tx.send(r);
-        });
-        self.gpu
-            .device()
-            .poll(wgpu::PollType::wait_indefinitely())
-            .expect("poll");
-        rx.recv().expect("map callback").expect("map");
-        let v = {
-            let view = self.staging.get_mapped_range(0..4).expect("mapped");
-            bytemuck::cast_slice::<u8, f32>(&view)[0]
-        };
-        self.staging.unmap();
-        v
+        self.gpu.read_f32s(&self.out, 0, 1).expect("read the loss")[0]
     }
 }

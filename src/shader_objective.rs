@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! [`ShaderObjective`]: a loss written as WGSL compute passes over the parameter buffers.
+
+use std::fmt;
+
+use crate::{Error, Gpu, Objective, Params, Result};
+
+/// How a buffer is bound for a [`ShaderObjective`], in binding order 0, 1, 2, … of group 0.
+#[derive(Clone, Copy, Debug)]
+pub enum Binding<'a> {
+    /// `var<uniform>`.
+    Uniform(&'a wgpu::Buffer),
+    /// `var<storage, read>`: data, or the parameter buffers ([`Params::buffers`]).
+    Read(&'a wgpu::Buffer),
+    /// `var<storage, read_write>`: scratch and the loss output.
+    ReadWrite(&'a wgpu::Buffer),
+}
+
+/// A loss computed by the user's WGSL: one or more compute passes (entry points of one module,
+/// each with its workgroup count) over bound buffers — the parameter buffers among them — that
+/// leave the loss as one f32 in an output buffer, read back after every evaluation.
+///
+/// Pipelines, the bind group and the staging buffer are created once, in
+/// [`new`](ShaderObjective::new). The shader reads the parameters through the buffers bound at
+/// construction, which the estimators perturb in place, so the `params` passed to
+/// [`Objective::loss`] must be the `Params` whose buffers were bound.
+///
+/// ```no_run
+/// use zograd::{Binding, Gpu, Objective, Params, ShaderObjective};
+/// # fn main() -> zograd::Result<()> {
+/// let gpu = Gpu::new()?;
+/// let x = Params::from_slices(&gpu, &[&[3.0f32, 4.0][..]])?;
+/// let out = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+///     label: Some("loss"),
+///     size: 4,
+///     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+///     mapped_at_creation: false,
+/// });
+/// let wgsl = "
+///     @group(0) @binding(0) var<storage, read> x: array<f32>;
+///     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+///     @compute @workgroup_size(1) fn main() { out[0] = x[0] * x[0] + x[1] * x[1]; }";
+/// let mut loss = ShaderObjective::new(
+///     &gpu,
+///     wgsl,
+///     &[Binding::Read(&x.buffers()[0]), Binding::ReadWrite(&out)],
+///     &[("main", [1, 1, 1])],
+///     (&out, 0),
+/// )?;
+/// assert_eq!(loss.loss(&x)?, 25.0);
+/// # Ok(()) }
+/// ```
+pub struct ShaderObjective {
+    gpu: Gpu,
+    passes: Vec<(wgpu::ComputePipeline, [u32; 3])>,
+    group: wgpu::BindGroup,
+    output: wgpu::Buffer,
+    offset: u64,
+    evaluations: u64,
+}
+
+impl fmt::Debug for ShaderObjective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShaderObjective")
+            .field("passes", &self.passes.len())
+            .field("evaluations", &self.evaluations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShaderObjective {
+    /// Compiles `wgsl`, lays out `bindings` at group 0 (binding k = `bindings[k]`) and prepares
+    /// the `passes` (entry point, workgroups), run in order; the loss is the f32 at byte `offset`
+    /// of `output` (which needs `COPY_SRC`) after the last pass.
+    ///
+    /// # Errors
+    /// [`Error::Validation`] for WGSL or binding errors (the message is wgpu's, with the
+    /// shader's line); [`Error::InvalidArgument`] for no passes or an output without
+    /// `COPY_SRC`.
+    pub fn new(
+        gpu: &Gpu,
+        wgsl: &str,
+        bindings: &[Binding<'_>],
+        passes: &[(&str, [u32; 3])],
+        output: (&wgpu::Buffer, u64),
+    ) -> Result<Self> {
+        if passes.is_empty() {
+            return Err(Error::invalid(
+                "passes: at least one compute pass is needed",
+            ));
+        }
+        if !output.0.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            return Err(Error::invalid(
+                "output: the loss buffer needs COPY_SRC usage",
+            ));
+        }
+        let device = gpu.device();
+        gpu.scoped(|| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("zograd::ShaderObjective"),
+                source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+            });
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+                .iter()
+                .enumerate()
+                .map(|(k, b)| wgpu::BindGroupLayoutEntry {
+                    binding: k as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match b {
+                            Binding::Uniform(_) => wgpu::BufferBindingType::Uniform,
+                            Binding::Read(_) => {
+                                wgpu::BufferBindingType::Storage { read_only: true }
+                            }
+                            Binding::ReadWrite(_) => {
+                                wgpu::BufferBindingType::Storage { read_only: false }
+                            }
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("zograd::ShaderObjective"),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("zograd::ShaderObjective"),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let passes = passes
+                .iter()
+                .map(|(entry, groups)| {
+                    let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(entry),
+                        layout: Some(&pipeline_layout),
+                        module: &module,
+                        entry_point: Some(entry),
+                        compilation_options: wgpu::PipelineCompilationOptions::default(),
+                        cache: None,
+                    });
+                    (p, *groups)
+                })
+                .collect();
+            let group_entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
+                .iter()
+                .enumerate()
+                .map(|(k, b)| {
+                    let (Binding::Uniform(buf) | Binding::Read(buf) | Binding::ReadWrite(buf)) = b;
+                    wgpu::BindGroupEntry {
+                        binding: k as u32,
+                        resource: buf.as_entire_binding(),
+                    }
+                })
+                .collect();
+            let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("zograd::ShaderObjective"),
+                layout: &layout,
+                entries: &group_entries,
+            });
+            Ok(Self {
+                gpu: gpu.clone(),
+                passes,
+                group,
+                output: output.0.clone(),
+                offset: output.1,
+                evaluations: 0,
+            })
+        })
+    }
+
+    /// Runs the passes and reads the loss back (one readback).
+    ///
+    /// # Errors
+    /// Device errors.
+    pub fn evaluate(&mut self) -> Result<f32> {
+        self.gpu.scoped(|| {
+            let mut encoder =
+                self.gpu
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("zograd::ShaderObjective"),
+                    });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("zograd::ShaderObjective"),
+                    timestamp_writes: None,
+                });
+                pass.set_bind_group(0, &self.group, &[]);
+                for (pipeline, [x, y, z]) in &self.passes {
+                    pass.set_pipeline(pipeline);
+                    pass.dispatch_workgroups(*x, *y, *z);
+                }
+            }
+            self.gpu.queue().submit([encoder.finish()]);
+            Ok(())
+        })?;
+        self.evaluations += 1;
+        Ok(self.gpu.read_f32s(&self.output, self.offset, 1)?[0])
+    }
+
+    /// Evaluations so far.
+    #[must_use]
+    pub fn evaluations(&self) -> u64 {
+        self.evaluations
+    }
+}
+
+impl Objective for ShaderObjective {
+    fn loss(&mut self, _params: &Params) -> Result<f32> {
+        self.evaluate()
+    }
+}
