@@ -59,7 +59,7 @@ impl Gpu {
                 buffer.usage()
             )));
         }
-        if offset % 4 != 0 || offset + count * 4 > buffer.size() {
+        if !offset.is_multiple_of(4) || offset + count * 4 > buffer.size() {
             return Err(Error::InvalidArgument(format!(
                 "offset: bytes {offset}..{} are not 4-aligned inside the buffer of {} bytes",
                 offset + count * 4,
