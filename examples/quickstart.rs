@@ -111,10 +111,10 @@ fn optimum_loss(a: &[f32], b: &[f32]) -> f64 {
     let row = |j: usize| (0..n).map(move |k| if k < D { f64::from(a[j * D + k]) } else { 1.0 });
     let mut ata = vec![0.0f64; n * n];
     let mut atb = vec![0.0f64; n];
-    for j in 0..M {
+    for (j, bj) in b.iter().enumerate() {
         let r: Vec<f64> = row(j).collect();
         for p in 0..n {
-            atb[p] += r[p] * f64::from(b[j]);
+            atb[p] += r[p] * f64::from(*bj);
             for q in 0..n {
                 ata[p * n + q] += r[p] * r[q];
             }
