@@ -117,12 +117,7 @@ fn main() -> zograd::Result<()> {
         usage: wgpu::BufferUsages::STORAGE,
     });
     let groups = N.div_ceil(64) as u32;
-    let err = d.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("errors"),
-        size: 4 * (1 + u64::from(groups)),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
+    let err = ShaderObjective::loss_buffer(&gpu, 1 + u64::from(groups));
     let mut loss = ShaderObjective::new(
         &gpu,
         SIMULATION_WGSL,

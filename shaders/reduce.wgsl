@@ -41,27 +41,8 @@ fn sphere_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
 }
 
-/// sum of xs_i^2 over the chunk, 4 elements per thread.
-@compute @workgroup_size(256)
-fn sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let group = group_index(wg);
-    if (group >= launch.n_groups) {
-        return;
-    }
-    var v = 0.0;
-    for (var k = 0u; k < 4u; k = k + 1u) {
-        let i = group * WG_SIZE * 4u + k * WG_SIZE + lid;
-        if (i < launch.len) {
-            v = v + xs[i] * xs[i];
-        }
-    }
-    let total = workgroup_sum(lid, v);
-    if (lid == 0u) {
-        dst[launch.out_offset + group] = total;
-    }
-}
-
-/// sum of xs_i * ys_i over the chunk, 4 elements per thread.
+/// sum of xs_i * ys_i over the chunk, 4 elements per thread (squared norms bind one buffer as
+/// both xs and ys).
 @compute @workgroup_size(256)
 fn dot_product(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let group = group_index(wg);

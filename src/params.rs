@@ -82,8 +82,8 @@ struct TermsBinding {
 struct ReduceBinding {
     partials: TrackedBuffer,
     n_partials: u64,
-    sumsq: Vec<wgpu::BindGroup>,
-    dots: Vec<(u64, Vec<wgpu::BindGroup>)>,
+    /// Bind groups per second operand (its id; our own id for the squared norm).
+    groups: Vec<(u64, Vec<wgpu::BindGroup>)>,
 }
 
 impl fmt::Debug for Params {
@@ -120,11 +120,13 @@ impl Params {
     pub fn from_slices(gpu: &Gpu, slices: &[&[f32]]) -> Result<Self> {
         if slices.is_empty() {
             return Err(Error::invalid(
-                "slices: no slices given (Params needs at least one buffer)",
+                "slices: 0 slices given (Params needs at least one buffer)",
             ));
         }
         if let Some(k) = slices.iter().position(|s| s.is_empty()) {
-            return Err(Error::invalid(format!("slices[{k}]: empty slice")));
+            return Err(Error::invalid(format!(
+                "slices[{k}]: length 0 (an empty slice; every buffer needs an element)"
+            )));
         }
         let mut owned = Vec::with_capacity(slices.len());
         for (k, s) in slices.iter().enumerate() {
@@ -155,7 +157,7 @@ impl Params {
     pub fn from_buffers(gpu: &Gpu, buffers: Vec<wgpu::Buffer>) -> Result<Self> {
         if buffers.is_empty() {
             return Err(Error::invalid(
-                "buffers: no buffers given (Params needs at least one buffer)",
+                "buffers: 0 buffers given (Params needs at least one buffer)",
             ));
         }
         for (k, b) in buffers.iter().enumerate() {
@@ -283,10 +285,12 @@ impl Params {
     /// [`Error::InvalidArgument`] when `elems` is below the alignment (usually 64 elements).
     pub fn set_max_chunk_len(&mut self, elems: u64) -> Result<()> {
         let align = storage_align_elems(&self.gpu);
+        let asked = elems;
         let elems = (elems.min(default_chunk_len(&self.gpu)) / align) * align;
         if elems == 0 {
             return Err(Error::invalid(format!(
-                "max_chunk_len: must be at least the storage offset alignment ({align} elements)"
+                "max_chunk_len: must be at least the storage offset alignment ({align} elements), \
+                 got {asked}"
             )));
         }
         let chunks = make_chunks(&self.lens, &self.offsets, elems);
@@ -353,7 +357,7 @@ impl Params {
     /// # Errors
     /// [`Error::InvalidArgument`] when the range passes the end or a buffer lacks `COPY_DST`.
     pub fn write_at(&mut self, index: u64, values: &[f32]) -> Result<()> {
-        let end = index + values.len() as u64;
+        let end = index.saturating_add(values.len() as u64);
         if end > self.len {
             return Err(Error::invalid(format!(
                 "index: elements {index}..{end} pass the end ({})",
@@ -391,7 +395,11 @@ impl Params {
     /// Fails unless `other` lives on the same device and has the same shape.
     pub(crate) fn check_compatible(&self, other: &Params, what: &str) -> Result<()> {
         if !self.gpu.same(&other.gpu) {
-            return Err(Error::invalid(format!("{what}: lives on another Gpu")));
+            return Err(Error::invalid(format!(
+                "{what}: lives on another Gpu ({}) than the destination ({})",
+                other.gpu.label(),
+                self.gpu.label()
+            )));
         }
         if !self.same_shape(other) {
             return Err(Error::invalid(format!(
@@ -534,18 +542,13 @@ impl Params {
         b.slots.submit(&self.gpu, kernel, &items)
     }
 
-    /// Σ xᵢ² (with `other = None`) or Σ xᵢ·yᵢ over all elements: per-workgroup partial sums on
-    /// the GPU, added in f64 on the host. Waits for the GPU (one readback).
+    /// Σ xᵢ·yᵢ over all elements (`other = None`: y = x, the squared norm; the buffer is then
+    /// bound twice, read-only): per-workgroup partial sums on the GPU, added in f64 on the
+    /// host. Waits for the GPU (one readback).
     pub(crate) fn reduce(&self, other: Option<&Params>) -> Result<f64> {
-        let kernel = if other.is_some() {
-            Kernel::Dot
-        } else {
-            Kernel::Sumsq
-        };
-        if let Some(o) = other {
-            self.check_compatible(o, "other")?;
-        }
-        let mut launches = self.launches(kernel, &|_| {})?;
+        let other = other.unwrap_or(self);
+        self.check_compatible(other, "other")?;
+        let mut launches = self.launches(Kernel::Dot, &|_| {})?;
         let mut offset = 0u32;
         for l in &mut launches {
             l.out_offset = offset;
@@ -559,78 +562,49 @@ impl Params {
                 total * 4,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             )?;
-            let sumsq = self.gpu.scoped(|| {
-                Ok(self
-                    .chunks
-                    .iter()
-                    .map(|c| {
-                        self.bind(
-                            LayoutKind::Two,
-                            &b.slots,
-                            &[
-                                wgpu::BindGroupEntry {
-                                    binding: 1,
-                                    resource: partials.as_entire_binding(),
-                                },
-                                storage_entry(2, &self.buffers[c.part], c),
-                            ],
-                        )
-                    })
-                    .collect())
-            })?;
             b.reduce = Some(ReduceBinding {
                 partials,
                 n_partials: total,
-                sumsq,
-                dots: Vec::new(),
+                groups: Vec::new(),
             });
         }
-        let groups: Vec<wgpu::BindGroup> = match other {
-            None => b
-                .reduce
-                .as_ref()
-                .expect("reduce binding exists")
-                .sumsq
-                .clone(),
-            Some(o) => {
-                let r = b.reduce.as_ref().expect("reduce binding exists");
-                if let Some((_, g)) = r.dots.iter().find(|(id, _)| *id == o.id) {
-                    g.clone()
-                } else {
-                    let g: Vec<wgpu::BindGroup> = self.gpu.scoped(|| {
-                        Ok(self
-                            .chunks
-                            .iter()
-                            .zip(&o.chunks)
-                            .map(|(c, oc)| {
-                                self.bind(
-                                    LayoutKind::Three,
-                                    &b.slots,
-                                    &[
-                                        wgpu::BindGroupEntry {
-                                            binding: 1,
-                                            resource: r.partials.as_entire_binding(),
-                                        },
-                                        storage_entry(2, &self.buffers[c.part], c),
-                                        storage_entry(3, &o.buffers[oc.part], oc),
-                                    ],
-                                )
-                            })
-                            .collect())
-                    })?;
-                    let r = b.reduce.as_mut().expect("reduce binding exists");
-                    if r.dots.len() >= PAIR_CACHE {
-                        r.dots.remove(0);
-                    }
-                    r.dots.push((o.id, g.clone()));
-                    g
+        let r = b.reduce.as_ref().expect("the reduce binding exists");
+        let groups = match r.groups.iter().find(|(id, _)| *id == other.id) {
+            Some((_, g)) => g.clone(),
+            None => {
+                let g: Vec<wgpu::BindGroup> = self.gpu.scoped(|| {
+                    Ok(self
+                        .chunks
+                        .iter()
+                        .zip(&other.chunks)
+                        .map(|(c, oc)| {
+                            self.bind(
+                                LayoutKind::Three,
+                                &b.slots,
+                                &[
+                                    wgpu::BindGroupEntry {
+                                        binding: 1,
+                                        resource: r.partials.as_entire_binding(),
+                                    },
+                                    storage_entry(2, &self.buffers[c.part], c),
+                                    storage_entry(3, &other.buffers[oc.part], oc),
+                                ],
+                            )
+                        })
+                        .collect())
+                })?;
+                let r = b.reduce.as_mut().expect("the reduce binding exists");
+                if r.groups.len() >= PAIR_CACHE {
+                    r.groups.remove(0);
                 }
+                r.groups.push((other.id, g.clone()));
+                g
             }
         };
         let items: Vec<_> = launches.iter().copied().zip(groups.iter()).collect();
-        b.slots.submit(&self.gpu, kernel, &items)?;
+        b.slots.submit(&self.gpu, Kernel::Dot, &items)?;
         let mut partial = Vec::with_capacity(total as usize);
-        let r = b.reduce.as_ref().expect("reduce binding exists");
+        let r = b.reduce.as_ref().expect("the reduce binding exists");
         self.gpu.read_f32(&r.partials, 0, total, &mut partial)?;
         Ok(partial.iter().map(|v| f64::from(*v)).sum())
     }

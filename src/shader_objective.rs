@@ -30,12 +30,7 @@ pub enum Binding<'a> {
 /// # fn main() -> zograd::Result<()> {
 /// let gpu = Gpu::new()?;
 /// let x = Params::from_slices(&gpu, &[&[3.0f32, 4.0][..]])?;
-/// let out = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-///     label: Some("loss"),
-///     size: 4,
-///     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-///     mapped_at_creation: false,
-/// });
+/// let out = ShaderObjective::loss_buffer(&gpu, 1);
 /// let wgsl = "
 ///     @group(0) @binding(0) var<storage, read> x: array<f32>;
 ///     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -169,6 +164,18 @@ impl ShaderObjective {
                 offset: output.1,
                 evaluations: 0,
             })
+        })
+    }
+
+    /// A zeroed storage buffer of `floats` f32 with `COPY_SRC`, for the loss (and any partial
+    /// sums the passes keep beside it).
+    #[must_use]
+    pub fn loss_buffer(gpu: &Gpu, floats: u64) -> wgpu::Buffer {
+        gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("zograd::ShaderObjective loss"),
+            size: 4 * floats.max(1),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
         })
     }
 

@@ -3,20 +3,9 @@
 
 mod common;
 
-use common::gpu;
+use common::{gpu, invalid_naming};
 use zograd::kernels::{accumulate, copy, perturb, Direction};
 use zograd::{Distribution, Error, Params};
-
-fn invalid_naming<T: std::fmt::Debug>(r: zograd::Result<T>, words: &[&str]) {
-    match r {
-        Err(Error::InvalidArgument(msg)) => {
-            for w in words {
-                assert!(msg.contains(w), "message {msg:?} should name {w:?}");
-            }
-        }
-        other => panic!("expected InvalidArgument naming {words:?}, got {other:?}"),
-    }
-}
 
 #[test]
 fn empty_parameter_sets_are_rejected() {

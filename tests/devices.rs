@@ -6,9 +6,9 @@ mod common;
 
 use std::sync::Mutex;
 
-use common::{assert_close, data, gpu};
-use zograd::kernels::{accumulate, axpy, norm, perturb, scale, Direction};
-use zograd::{cpu, Distribution, Error, Gpu, Params};
+use common::{assert_close, data, dir, gpu, invalid_naming, DISTS};
+use zograd::kernels::{accumulate, axpy, norm, perturb, scale};
+use zograd::{cpu, Error, Gpu, Params};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -34,33 +34,6 @@ fn device_with(f: impl FnOnce(&mut wgpu::Limits)) -> Gpu {
     .expect("a device");
     Gpu::from_wgpu(device, queue).unwrap()
 }
-
-fn invalid_naming<T: std::fmt::Debug>(r: zograd::Result<T>, words: &[&str]) {
-    match r {
-        Err(Error::InvalidArgument(msg)) => {
-            for w in words {
-                assert!(msg.contains(w), "message {msg:?} should name {w:?}");
-            }
-        }
-        other => panic!("expected InvalidArgument naming {words:?}, got {other:?}"),
-    }
-}
-
-fn dir(distribution: Distribution) -> Direction {
-    Direction {
-        distribution,
-        seed: (1 << 32) + 12345,
-        step: 7,
-        sample: 3,
-    }
-}
-
-const DISTS: [Distribution; 4] = [
-    Distribution::Rademacher,
-    Distribution::Gaussian,
-    Distribution::Uniform,
-    Distribution::Sphere,
-];
 
 #[test]
 fn buffers_of_another_device_are_rejected() {

@@ -3,16 +3,9 @@
 
 mod common;
 
-use common::{assert_close, data, gpu, split};
+use common::{assert_close, data, dir, gpu, split, DISTS};
 use zograd::kernels::{accumulate, axpy, copy, dot, fill, norm, perturb, scale, Direction};
 use zograd::{cpu, Distribution, Params};
-
-const DISTS: [Distribution; 4] = [
-    Distribution::Rademacher,
-    Distribution::Gaussian,
-    Distribution::Uniform,
-    Distribution::Sphere,
-];
 
 /// GPU vs CPU: bit-exact for Rademacher (its values are ±1 and one f32 add), 1e-6 absolute +
 /// 1e-5 relative for the transcendental distributions (DESIGN.md §3).
@@ -27,15 +20,6 @@ fn compare(dist: Distribution, got: &[f32], want: &[f32], what: &str) {
         }
     } else {
         assert_close(got, want, 1e-6, 1e-5, what);
-    }
-}
-
-fn dir(distribution: Distribution) -> Direction {
-    Direction {
-        distribution,
-        seed: (1 << 32) + 12345,
-        step: 7,
-        sample: 3,
     }
 }
 

@@ -18,7 +18,6 @@ pub(crate) enum Kernel {
     HeavyBall,
     Adam,
     SphereSumsq,
-    Sumsq,
     Dot,
 }
 
@@ -71,7 +70,7 @@ impl Kernel {
                 Family::Elementwise
             }
             Kernel::HeavyBall | Kernel::Adam => Family::Optim,
-            Kernel::SphereSumsq | Kernel::Sumsq | Kernel::Dot => Family::Reduce,
+            Kernel::SphereSumsq | Kernel::Dot => Family::Reduce,
         }
     }
 
@@ -89,7 +88,6 @@ impl Kernel {
             Kernel::HeavyBall => "heavy_ball",
             Kernel::Adam => "adam",
             Kernel::SphereSumsq => "sphere_sumsq",
-            Kernel::Sumsq => "sumsq",
             Kernel::Dot => "dot_product",
         }
     }
@@ -102,11 +100,9 @@ impl Kernel {
             | Kernel::Fill
             | Kernel::Sign
             | Kernel::SphereSumsq => LayoutKind::One,
-            Kernel::AccumulateRademacher
-            | Kernel::AccumulateQuad
-            | Kernel::Copy
-            | Kernel::Axpy
-            | Kernel::Sumsq => LayoutKind::Two,
+            Kernel::AccumulateRademacher | Kernel::AccumulateQuad | Kernel::Copy | Kernel::Axpy => {
+                LayoutKind::Two
+            }
             Kernel::Dot => LayoutKind::Three,
             Kernel::HeavyBall => LayoutKind::TwoRw,
             Kernel::Adam => LayoutKind::ThreeRw,

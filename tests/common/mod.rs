@@ -67,3 +67,33 @@ pub fn assert_close(gpu: &[f32], cpu: &[f32], atol: f32, rtol: f32, what: &str) 
         );
     }
 }
+
+/// Every distribution.
+pub const DISTS: [zograd::Distribution; 4] = [
+    zograd::Distribution::Rademacher,
+    zograd::Distribution::Gaussian,
+    zograd::Distribution::Uniform,
+    zograd::Distribution::Sphere,
+];
+
+/// A direction with a seed past 2³², step and sample not 0.
+pub fn dir(distribution: zograd::Distribution) -> zograd::kernels::Direction {
+    zograd::kernels::Direction {
+        distribution,
+        seed: (1 << 32) + 12345,
+        step: 7,
+        sample: 3,
+    }
+}
+
+/// Asserts an `Error::InvalidArgument` whose message contains every word of `words`.
+pub fn invalid_naming<T: std::fmt::Debug>(r: zograd::Result<T>, words: &[&str]) {
+    match r {
+        Err(zograd::Error::InvalidArgument(msg)) => {
+            for w in words {
+                assert!(msg.contains(w), "message {msg:?} should name {w:?}");
+            }
+        }
+        other => panic!("expected InvalidArgument naming {words:?}, got {other:?}"),
+    }
+}
