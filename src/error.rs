@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The crate's error type.
 
-/// Everything that can go wrong in zograd. Whatever the error, the parameters are restored to the
-/// point they had before the failing call (see each estimator's documentation for the drift of
-/// in-place restoration).
+/// Everything that can go wrong in zograd. Whatever the error (except [`Error::DeviceLost`]), the
+/// parameters are restored to the point they had before the failing call (see each estimator's
+/// documentation for the drift of in-place restoration).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -46,7 +46,9 @@ pub enum Error {
     /// Waiting for the device failed (timeout or lost device).
     #[error("waiting for the GPU failed: {0}")]
     Poll(#[from] wgpu::PollError),
-    /// The device was lost; every later call fails with this error.
+    /// The device was lost (or destroyed); every later call fails with this error. The
+    /// parameters' buffers are lost with the device: this is the one error after which they are
+    /// not restored.
     #[error("the GPU device was lost: {0}")]
     DeviceLost(String),
 }

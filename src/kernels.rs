@@ -102,7 +102,8 @@ pub fn accumulate(
 
 /// `x[i] = a · x[i] + Σ_t coeff_t · z(seed, step, sample_t, i)` in one pass: [`accumulate`] with
 /// the buffer scaled first (a = 1 is exactly [`accumulate`]). The fused MeZO step uses it to
-/// restore, decay and update the parameters at once.
+/// restore, decay and update the parameters at once. One term with a = 1 runs the
+/// [`perturb`] kernel, which computes the same values with less work.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a non-finite `a` or coefficient; device errors.
@@ -131,6 +132,24 @@ pub fn scale_accumulate(
     } else {
         terms
     };
+    if let ([(sample, coeff)], 1.0) = (terms, a) {
+        // One term and no scaling is a perturbation: the perturb kernels compute the same sum
+        // (x + c·z, bit for bit) with less work per element (one Philox block per 128
+        // Rademacher elements instead of per 64, no term loop). The fused MeZO step lands here.
+        // (Sphere factors are already folded into the coefficient.)
+        let kernel = match distribution {
+            Distribution::Rademacher => Kernel::PerturbRademacher,
+            _ => Kernel::PerturbQuad,
+        };
+        let (sample, coeff) = (*sample, *coeff);
+        return x.launch(kernel, |l| {
+            l.seed = split64(seed);
+            l.step = step;
+            l.sample = sample;
+            l.dist = distribution.code();
+            l.coef[0] = coeff;
+        });
+    }
     let kernel = match distribution {
         Distribution::Rademacher => Kernel::AccumulateRademacher,
         _ => Kernel::AccumulateQuad,
@@ -216,7 +235,7 @@ pub fn adam(
     check_finite("beta2", beta2)?;
     check_finite("eps", eps)?;
     if t == 0 {
-        return Err(Error::invalid("t: Adam's step count starts at 1"));
+        return Err(Error::invalid("t: Adam's step count starts at 1, got 0"));
     }
     let c1 = 1.0 / (1.0 - f64::from(beta1).powf(t as f64));
     let c2 = 1.0 / (1.0 - f64::from(beta2).powf(t as f64));

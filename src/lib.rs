@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod batch;
 mod error;
 pub(crate) mod gpu;
 mod objective;
@@ -15,6 +16,7 @@ pub mod optim;
 pub mod rng;
 pub mod wgsl;
 
+pub use batch::{BatchObjective, Workgroups};
 pub use error::{Error, Result};
 pub use gpu::context::Gpu;
 pub use objective::{Coordinate, LossValue, Objective};

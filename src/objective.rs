@@ -185,9 +185,12 @@ impl Undo<'_> {
         }
     }
 
+    /// Undoes the point now; if that fails, the drop tries again.
     fn finish(mut self) -> Result<()> {
         let r = self.apply();
-        std::mem::forget(self);
+        if r.is_ok() {
+            std::mem::forget(self);
+        }
         r
     }
 }

@@ -547,8 +547,10 @@ impl Params {
     /// host. Waits for the GPU (one readback).
     pub(crate) fn reduce(&self, other: Option<&Params>) -> Result<f64> {
         let other = other.unwrap_or(self);
-        self.check_compatible(other, "other")?;
-        let mut launches = self.launches(Kernel::Dot, &|_| {})?;
+        self.check_compatible(other, "y")?;
+        // y = x: the kernel loads each element once (`dist = 1` in `shaders/reduce.wgsl`).
+        let squares = u32::from(other.id == self.id);
+        let mut launches = self.launches(Kernel::Dot, &|l| l.dist = squares)?;
         let mut offset = 0u32;
         for l in &mut launches {
             l.out_offset = offset;
@@ -602,10 +604,12 @@ impl Params {
             }
         };
         let items: Vec<_> = launches.iter().copied().zip(groups.iter()).collect();
-        b.slots.submit(&self.gpu, Kernel::Dot, &items)?;
+        // The reduction and the readback of its partial sums: one submission.
+        let encoder = b.slots.encode(&self.gpu, Kernel::Dot, &items)?;
         let mut partial = Vec::with_capacity(total as usize);
         let r = b.reduce.as_ref().expect("the reduce binding exists");
-        self.gpu.read_f32(&r.partials, 0, total, &mut partial)?;
+        self.gpu
+            .read_f32_after(Some(encoder), &r.partials, 0, total, &mut partial)?;
         Ok(partial.iter().map(|v| f64::from(*v)).sum())
     }
 

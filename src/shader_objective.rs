@@ -95,32 +95,7 @@ impl ShaderObjective {
                 label: Some("zograd::ShaderObjective"),
                 source: wgpu::ShaderSource::Wgsl(wgsl.into()),
             });
-            let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
-                .iter()
-                .enumerate()
-                .map(|(k, b)| wgpu::BindGroupLayoutEntry {
-                    binding: k as u32,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: match b {
-                            Binding::Uniform(_) => wgpu::BufferBindingType::Uniform,
-                            Binding::Read(_) => {
-                                wgpu::BufferBindingType::Storage { read_only: true }
-                            }
-                            Binding::ReadWrite(_) => {
-                                wgpu::BufferBindingType::Storage { read_only: false }
-                            }
-                        },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                })
-                .collect();
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("zograd::ShaderObjective"),
-                entries: &entries,
-            });
+            let (layout, group) = user_group(device, bindings, "zograd::ShaderObjective");
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some("zograd::ShaderObjective"),
                 bind_group_layouts: &[Some(&layout)],
@@ -140,22 +115,6 @@ impl ShaderObjective {
                     (p, *groups)
                 })
                 .collect();
-            let group_entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
-                .iter()
-                .enumerate()
-                .map(|(k, b)| {
-                    let (Binding::Uniform(buf) | Binding::Read(buf) | Binding::ReadWrite(buf)) = b;
-                    wgpu::BindGroupEntry {
-                        binding: k as u32,
-                        resource: buf.as_entire_binding(),
-                    }
-                })
-                .collect();
-            let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("zograd::ShaderObjective"),
-                layout: &layout,
-                entries: &group_entries,
-            });
             Ok(Self {
                 gpu: gpu.clone(),
                 passes,
@@ -179,12 +138,21 @@ impl ShaderObjective {
         })
     }
 
-    /// Runs the passes and reads the loss back (one readback).
+    /// Runs the passes and reads the loss back (one readback, in the same submission as the
+    /// passes).
     ///
     /// # Errors
     /// Device errors.
     pub fn evaluate(&mut self) -> Result<f32> {
-        self.gpu.scoped(|| {
+        if !self.offset.is_multiple_of(4) || self.offset + 4 > self.output.size() {
+            return Err(Error::InvalidArgument(format!(
+                "offset: bytes {}..{} are not 4-aligned inside the buffer of {} bytes",
+                self.offset,
+                self.offset + 4,
+                self.output.size()
+            )));
+        }
+        let encoder = self.gpu.scoped(|| {
             let mut encoder =
                 self.gpu
                     .device()
@@ -202,11 +170,14 @@ impl ShaderObjective {
                     pass.dispatch_workgroups(*x, *y, *z);
                 }
             }
-            self.gpu.queue().submit([encoder.finish()]);
-            Ok(())
+            Ok(encoder)
         })?;
+        // The passes and the readback of the loss: one submission.
+        let mut out = Vec::with_capacity(1);
+        self.gpu
+            .read_f32_after(Some(encoder), &self.output, self.offset, 1, &mut out)?;
         self.evaluations += 1;
-        Ok(self.gpu.read_f32s(&self.output, self.offset, 1)?[0])
+        Ok(out[0])
     }
 
     /// Evaluations so far.
@@ -214,6 +185,54 @@ impl ShaderObjective {
     pub fn evaluations(&self) -> u64 {
         self.evaluations
     }
+}
+
+/// The bind-group layout and bind group of the user's `bindings` (binding k = `bindings[k]`),
+/// shared with [`BatchObjective`](crate::BatchObjective).
+pub(crate) fn user_group(
+    device: &wgpu::Device,
+    bindings: &[Binding<'_>],
+    label: &str,
+) -> (wgpu::BindGroupLayout, wgpu::BindGroup) {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+        .iter()
+        .enumerate()
+        .map(|(k, b)| wgpu::BindGroupLayoutEntry {
+            binding: k as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match b {
+                    Binding::Uniform(_) => wgpu::BufferBindingType::Uniform,
+                    Binding::Read(_) => wgpu::BufferBindingType::Storage { read_only: true },
+                    Binding::ReadWrite(_) => wgpu::BufferBindingType::Storage { read_only: false },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &entries,
+    });
+    let group_entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
+        .iter()
+        .enumerate()
+        .map(|(k, b)| {
+            let (Binding::Uniform(buf) | Binding::Read(buf) | Binding::ReadWrite(buf)) = b;
+            wgpu::BindGroupEntry {
+                binding: k as u32,
+                resource: buf.as_entire_binding(),
+            }
+        })
+        .collect();
+    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &layout,
+        entries: &group_entries,
+    });
+    (layout, group)
 }
 
 impl Objective for ShaderObjective {

@@ -24,3 +24,16 @@
 /// assert!(src.contains("fn zograd_z("));
 /// ```
 pub const PHILOX: &str = crate::gpu::shaders::PHILOX;
+
+/// The WGSL declarations of a [`BatchObjective`](crate::BatchObjective)'s bind group 1
+/// (`shaders/batch.wgsl`): the `ZogradBatch` uniform, the `ZogradPoint` array, the losses
+/// array, and the helpers `zograd_point_count`, `zograd_point`, `zograd_point_block`,
+/// `zograd_rademacher`, `zograd_quad`, `zograd_dz` and `zograd_set_loss`.
+///
+/// [`BatchObjective::new`](crate::BatchObjective::new) compiles `PHILOX + BATCH + your source`;
+/// this constant is exported for reading and for validating a shader offline (e.g. with naga).
+///
+/// ```
+/// assert!(zograd::wgsl::BATCH.contains("fn zograd_set_loss("));
+/// ```
+pub const BATCH: &str = crate::gpu::shaders::BATCH;

@@ -97,7 +97,9 @@ impl Fdm {
         self
     }
 
-    /// Accepted for uniformity with the other estimators: Fdm always restores exactly.
+    /// Accepted for uniformity with the other estimators: Fdm always restores exactly (it
+    /// writes each element's original value back), so it has none of the in-place drift
+    /// documented at [`MeZo::exact_restore`](super::MeZo::exact_restore).
     #[must_use]
     pub fn exact_restore(self, exact: bool) -> Self {
         let _ = exact;
@@ -261,5 +263,10 @@ impl GradApproximator for Fdm {
 
     fn current_target(&self) -> Target {
         self.target
+    }
+
+    /// True: every element is written back to its original value.
+    fn restores_exactly(&self) -> bool {
+        true
     }
 }

@@ -61,6 +61,8 @@ pub struct MeZo {
     exact_restore: bool,
     target: Target,
     step: u32,
+    /// The step counter before the last `pre_step`, for `abort_step`.
+    undo: Option<u32>,
     saved: Option<Params>,
 }
 
@@ -87,6 +89,7 @@ impl MeZo {
             exact_restore: false,
             target: Target::Closure,
             step: 0,
+            undo: None,
             saved: None,
         }
     }
@@ -127,6 +130,21 @@ impl MeZo {
     }
 
     /// Restore x by copy from one saved copy (bit-exact; allocates n floats) instead of in place.
+    ///
+    /// **Drift of the default, in-place restoration.** x + h·u − 2h·u + h·u is not x in f32. The
+    /// largest |x − x₀| after 10⁴ in-place central-difference samples (h = 1e-3, a fresh
+    /// direction each, 10⁴ parameters uniform in [−1, 1)), measured on lavapipe (Vulkan) and
+    /// llvmpipe (GL) by `tests/reliability.rs`, is:
+    ///
+    /// | distribution | Rademacher | Gaussian | Uniform | Sphere |
+    /// |---|---|---|---|---|
+    /// | max \|x − x₀\| after 10⁴ samples | 1.5e-4 | 1.4e-5 | 1.6e-5 | 1.7e-5 |
+    ///
+    /// Most elements come back exactly or random-walk by about one ulp per sample; the few
+    /// within a few h of a power of two, where the steps cross into a binade with another
+    /// ulp, drift one way by up to half an ulp per sample (the Rademacher figure). One sample
+    /// moves an element by a few ulp at most. `exact_restore(true)` makes the drift 0 and, in
+    /// an [`Optimizer`](crate::optim::Optimizer), a failed step leaves x bit-identical.
     #[must_use]
     pub fn exact_restore(mut self, exact: bool) -> Self {
         self.exact_restore = exact;
@@ -201,9 +219,11 @@ impl MeZo {
         check_h(self.h)?;
         check_samples(self.n_samples)?;
         if !params.gpu().same(gpu) {
-            return Err(crate::Error::invalid(
-                "params: live on another Gpu than the `gpu` argument",
-            ));
+            return Err(crate::Error::invalid(format!(
+                "params: live on another Gpu ({}) than the `gpu` argument ({})",
+                params.gpu().label(),
+                gpu.label()
+            )));
         }
         let samples: Vec<u32> = (0..self.n_samples).collect();
         if self.distribution == Distribution::Sphere {
@@ -270,7 +290,15 @@ impl MeZo {
 impl GradApproximator for MeZo {
     /// Moves to the next step: new perturbations (seed, step + 1, s).
     fn pre_step(&mut self) {
+        self.undo = Some(self.step);
         self.step = self.step.wrapping_add(1);
+    }
+
+    /// Back to the step counter before the last `pre_step`.
+    fn abort_step(&mut self) {
+        if let Some(step) = self.undo.take() {
+            self.step = step;
+        }
     }
 
     fn approximate(
@@ -355,5 +383,9 @@ impl GradApproximator for MeZo {
 
     fn current_target(&self) -> Target {
         self.target
+    }
+
+    fn restores_exactly(&self) -> bool {
+        self.exact_restore
     }
 }

@@ -120,6 +120,13 @@ pub trait GradApproximator {
     /// step counter (new random directions) and does any per-step set-up.
     fn pre_step(&mut self) {}
 
+    /// Undoes the last [`pre_step`](GradApproximator::pre_step) and whatever the calls since
+    /// advanced (a call counter), after the step failed: the optimiser calls it when a step
+    /// returns an error or unwinds from a panic, so that the step retried next draws the same
+    /// directions as if the failed one had never run. Default: nothing (an approximator
+    /// without per-step counters). Buffers the approximator allocated may stay allocated.
+    fn abort_step(&mut self) {}
+
     /// Estimates the gradient of `objective` at `params` into `grad`.
     ///
     /// # Errors
@@ -155,6 +162,14 @@ pub trait GradApproximator {
     /// Bytes of GPU buffers the estimator owns now (state, saved copies). 0 by default.
     fn state_bytes(&self) -> u64 {
         0
+    }
+
+    /// Whether `approximate` restores the parameters bit-exactly (`exact_restore(true)`, or
+    /// [`Fdm`], which writes elements back). The [`Optimizer`](crate::optim::Optimizer) then
+    /// also undoes its modules' moves of x (line-search trials, Newton-CG's shifted points) by
+    /// copy, so the whole step restores exactly. Default false.
+    fn restores_exactly(&self) -> bool {
+        false
     }
 
     /// Where the estimate goes in an optimiser chain (default [`Target::Closure`]).
@@ -196,12 +211,18 @@ pub trait GradApproximator {
 /// Fails unless `params` and `grad` live on `gpu` and have the same shape.
 pub(crate) fn check_buffers(gpu: &Gpu, params: &Params, grad: &Params) -> Result<()> {
     if !params.gpu().same(gpu) {
-        return Err(Error::invalid(
-            "params: live on another Gpu than the `gpu` argument",
-        ));
+        return Err(Error::invalid(format!(
+            "params: live on another Gpu ({}) than the `gpu` argument ({})",
+            params.gpu().label(),
+            gpu.label()
+        )));
     }
     if !grad.gpu().same(gpu) {
-        return Err(Error::invalid("grad: lives on another Gpu than params"));
+        return Err(Error::invalid(format!(
+            "grad: lives on another Gpu ({}) than params ({})",
+            grad.gpu().label(),
+            gpu.label()
+        )));
     }
     if !grad.same_shape(params) {
         return Err(Error::invalid(format!(

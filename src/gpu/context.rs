@@ -213,13 +213,29 @@ impl Gpu {
         self.check_alive()
     }
 
+    /// "Gpu #id (adapter, backend)", for messages about mismatched devices.
+    pub(crate) fn label(&self) -> String {
+        format!(
+            "Gpu #{} ({}, {:?})",
+            self.inner.id, self.inner.info.name, self.inner.info.backend
+        )
+    }
+
     /// Whether two handles refer to the same device.
     pub(crate) fn same(&self, other: &Gpu) -> bool {
         self.inner.id == other.inner.id
     }
 
     /// Fails with [`Error::DeviceLost`] once the device has been lost.
+    ///
+    /// wgpu runs the device-lost callback only while the device is polled (a destroyed device
+    /// silently ignores further work), so this polls first, without waiting: a loss is reported
+    /// by the first zograd call after it, not by the first readback.
     pub(crate) fn check_alive(&self) -> Result<()> {
+        if let Some(msg) = lock(&self.inner.lost).clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
         if let Some(msg) = lock(&self.inner.lost).clone() {
             return Err(Error::DeviceLost(msg));
         }
@@ -228,8 +244,16 @@ impl Gpu {
 
     /// Runs `f` inside validation and out-of-memory error scopes and returns the first error
     /// wgpu reported, if any, instead of panicking.
+    ///
+    /// An error wgpu reported *outside* any scope since the last call (the caller's own work on
+    /// a device zograd created, which goes to zograd's uncaptured-error handler) is returned
+    /// before `f` runs, so that a failing call has done nothing: an estimator whose kernel
+    /// returns an error knows the parameters did not move.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.check_alive()?;
+        if let Some(msg) = lock(&self.inner.uncaptured).take() {
+            return Err(Error::Validation(msg));
+        }
         let device = &self.inner.device;
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -239,9 +263,6 @@ impl Gpu {
         if let Some(e) = oom.or(validation) {
             self.check_alive()?;
             return Err(e.into());
-        }
-        if let Some(msg) = lock(&self.inner.uncaptured).take() {
-            return Err(Error::Validation(msg));
         }
         out
     }

@@ -112,39 +112,63 @@ impl Slots {
         kernel: Kernel,
         launches: &[(Launch, &wgpu::BindGroup)],
     ) -> Result<()> {
+        let pipeline = gpu.pipeline(kernel)?;
+        gpu.scoped(|| {
+            let encoder = self.record(gpu, kernel, &pipeline, launches);
+            gpu.queue().submit([encoder.finish()]);
+            Ok(())
+        })
+    }
+
+    /// [`submit`](Slots::submit) without the submission: writes the slots (the write lands
+    /// before the next submission) and returns the encoder with the recorded pass, so that a
+    /// readback can follow in the same submission.
+    pub(crate) fn encode(
+        &self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        launches: &[(Launch, &wgpu::BindGroup)],
+    ) -> Result<wgpu::CommandEncoder> {
+        let pipeline = gpu.pipeline(kernel)?;
+        gpu.scoped(|| Ok(self.record(gpu, kernel, &pipeline, launches)))
+    }
+
+    /// Writes the slots and records the pass (inside the caller's error scope).
+    fn record(
+        &self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        pipeline: &wgpu::ComputePipeline,
+        launches: &[(Launch, &wgpu::BindGroup)],
+    ) -> wgpu::CommandEncoder {
         assert!(
             launches.len() <= self.capacity,
             "more launches than uniform slots"
         );
-        let pipeline = gpu.pipeline(kernel)?;
-        gpu.scoped(|| {
-            let mut bytes = vec![0u8; self.stride as usize * launches.len()];
-            for (k, (launch, _)) in launches.iter().enumerate() {
-                let at = k * self.stride as usize;
-                bytes[at..at + LAUNCH_BYTES as usize].copy_from_slice(bytemuck::bytes_of(launch));
+        let mut bytes = vec![0u8; self.stride as usize * launches.len()];
+        for (k, (launch, _)) in launches.iter().enumerate() {
+            let at = k * self.stride as usize;
+            bytes[at..at + LAUNCH_BYTES as usize].copy_from_slice(bytemuck::bytes_of(launch));
+        }
+        gpu.queue().write_buffer(&self.buffer, 0, &bytes);
+        let mut encoder = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(kernel.entry()),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.entry()),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(pipeline);
+            for (k, (launch, group)) in launches.iter().enumerate() {
+                pass.set_bind_group(0, *group, &[(k as u64 * self.stride) as u32]);
+                let (x, y) = launch.grid();
+                pass.dispatch_workgroups(x, y, 1);
             }
-            let queue = gpu.queue();
-            queue.write_buffer(&self.buffer, 0, &bytes);
-            let mut encoder =
-                gpu.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some(kernel.entry()),
-                    });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(kernel.entry()),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&pipeline);
-                for (k, (launch, group)) in launches.iter().enumerate() {
-                    pass.set_bind_group(0, *group, &[(k as u64 * self.stride) as u32]);
-                    let (x, y) = launch.grid();
-                    pass.dispatch_workgroups(x, y, 1);
-                }
-            }
-            queue.submit([encoder.finish()]);
-            Ok(())
-        })
+        }
+        encoder
     }
 
     /// A bind-group entry for the uniform at binding 0 (one slot wide; the dynamic offset moves

@@ -110,12 +110,13 @@ impl Kernel {
     }
 
     /// Elements one workgroup covers, which fixes the grid: the Rademacher perturb owns a tile
-    /// of 4096 elements, the Rademacher accumulate 256 Philox words of 32, quad kernels 256
-    /// blocks of 4, elementwise kernels and reductions 1024 elements.
+    /// of 4096 elements, the Rademacher accumulate 256 Philox words of 32, the dot product 256
+    /// threads of 64 elements (`DOT_PER_THREAD` in `shaders/reduce.wgsl`), quad kernels 256
+    /// blocks of 4, elementwise kernels and the sphere norms 1024 elements.
     pub(crate) fn elements_per_group(self) -> u64 {
         match self {
             Kernel::PerturbRademacher => 32768,
-            Kernel::AccumulateRademacher => 16384,
+            Kernel::AccumulateRademacher | Kernel::Dot => 16384,
             _ => 1024,
         }
     }

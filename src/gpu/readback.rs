@@ -80,21 +80,43 @@ impl Gpu {
         len: u64,
         out: &mut Vec<f32>,
     ) -> Result<()> {
+        self.read_f32_after(None, src, offset, len, out)
+    }
+
+    /// [`read_f32`](Gpu::read_f32) with the first copy recorded into `encoder` (work the caller
+    /// recorded but did not submit, e.g. the dispatch that wrote `src`): the work and the
+    /// readback go to the GPU in one submission.
+    pub(crate) fn read_f32_after(
+        &self,
+        mut encoder: Option<wgpu::CommandEncoder>,
+        src: &wgpu::Buffer,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let total = len * 4;
         let mut done = 0;
         while done < total {
             let piece = (total - done).min(PIECE_BYTES);
             let staging = self.take_staging(piece)?;
-            let result = self.read_piece(src, offset + done, piece, &staging, out);
+            let result = self.read_piece(encoder.take(), src, offset + done, piece, &staging, out);
             self.return_staging(staging);
             result?;
             done += piece;
+        }
+        if let Some(encoder) = encoder {
+            // Nothing to read: still run the caller's work.
+            self.scoped(|| {
+                self.queue().submit([encoder.finish()]);
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
     fn read_piece(
         &self,
+        encoder: Option<wgpu::CommandEncoder>,
         src: &wgpu::Buffer,
         offset: u64,
         piece: u64,
@@ -103,11 +125,12 @@ impl Gpu {
     ) -> Result<()> {
         let (tx, rx) = mpsc::channel();
         self.scoped(|| {
-            let mut encoder =
+            let mut encoder = encoder.unwrap_or_else(|| {
                 self.device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                         label: Some("zograd::readback"),
-                    });
+                    })
+            });
             encoder.copy_buffer_to_buffer(src, offset, staging, 0, piece);
             self.queue().submit([encoder.finish()]);
             staging.map_async(wgpu::MapMode::Read, 0..piece, move |r| {

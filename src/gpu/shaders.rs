@@ -16,6 +16,8 @@ pub(crate) const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgs
 pub(crate) const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 /// `shaders/reduce.wgsl`: partial sums of squares (sphere norms, norms, dot products).
 pub(crate) const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// `shaders/batch.wgsl`: the batch interface (bind group 1) of a `BatchObjective`'s shader.
+pub(crate) const BATCH: &str = include_str!("../../shaders/batch.wgsl");
 
 /// A kernel family: one shader module, several entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -13,8 +13,11 @@ use crate::{Error, Result};
 ///
 /// Costs one evaluation per trial, plus one for f(x) when the approximator did not evaluate it,
 /// and one dot product read back. A trial whose loss is NaN or infinite counts as failed (the
-/// search shrinks the step). The parameters are moved in place for each trial and moved back
-/// (drift of f32 rounding, as the estimators'), also when the objective fails.
+/// search shrinks the step); a non-finite f(x) is an [`Error::NonFiniteLoss`]. The parameters
+/// are moved in place for each trial and moved back, also when the objective fails or panics:
+/// by copy, bit-exactly, when the approximator restores exactly
+/// ([`Context::saved`](super::Context::saved)), otherwise by the opposite move (drift of f32
+/// rounding, as the estimators').
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Backtracking {
     init: f32,
@@ -106,11 +109,15 @@ impl Transform for Backtracking {
         true
     }
 
+    fn evaluates(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        let g = ctx.grad.ok_or_else(|| {
+            Error::invalid("grad: Backtracking needs the gradient, and Context::grad is None")
+        })?;
         let f0 = super::loss_at_x(ctx)?;
-        let g = ctx
-            .grad
-            .expect("the optimiser keeps the gradient for modules that need it");
         let slope = dot(g, ctx.update)?;
         let mut t = self.init;
         let mut accepted = 0.0;

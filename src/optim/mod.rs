@@ -39,6 +39,15 @@
 //! `Closure`; a chain that asks for more than its approximator's target gives is an
 //! [`Error::InvalidArgument`] at the first step, before anything is evaluated.
 //!
+//! **Failed steps leave no trace.** When [`Optimizer::step`] fails — the objective's error, a
+//! non-finite loss, a device error — or the objective panics (the panic propagates), the
+//! parameters are restored (bit-exactly when the approximator
+//! [`restores_exactly`](GradApproximator::restores_exactly)), and the step counters
+//! ([`GradApproximator::abort_step`]) and the state of the modules before a module that
+//! [`evaluates`](Transform::evaluates) the objective ([`Transform::checkpoint`] /
+//! [`Transform::rollback`]) are as before the call: the next step does what the failed one
+//! would have done.
+//!
 //! **Fused MeZO step.** When the approximator can fuse (see
 //! [`GradApproximator::fused_step`]: [`MeZo`](crate::approx::MeZo)) and every module is [`Lr`]
 //! or [`WeightDecay`], the last restore of the parameters and the update are one kernel,
@@ -54,6 +63,7 @@ pub use modules::{Adam, ClipNorm, HeavyBall, Lr, Sign, WeightDecay};
 pub use newton_cg::{Hvp, NewtonCg};
 
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 
 use crate::approx::{Estimate, GradApproximator, Target};
 use crate::kernels::{axpy, copy};
@@ -93,6 +103,11 @@ pub struct Context<'a> {
     pub evaluations: u32,
     /// The step number, from 1.
     pub step: u64,
+    /// A copy of x taken at the start of the chain, when the approximator restores exactly
+    /// ([`GradApproximator::restores_exactly`]) and a module of the chain
+    /// [`evaluates`](Transform::evaluates) the objective: a module that moves x puts it back by
+    /// copying this (bit-exact) instead of by the opposite move. `None` otherwise.
+    pub saved: Option<&'a Params>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -130,6 +145,34 @@ pub trait Transform: Send + fmt::Debug {
     /// it then needs an approximator whose target is [`Target::Closure`].
     fn needs_oracle(&self) -> bool {
         false
+    }
+
+    /// Whether `apply` evaluates the objective or calls the approximator ([`Backtracking`],
+    /// [`NewtonCg`]), and so may fail with the objective's error (or panic) after earlier
+    /// modules of the chain have changed their state. Default false.
+    fn evaluates(&self) -> bool {
+        false
+    }
+
+    /// Saves the state the next [`apply`](Transform::apply) will change, for
+    /// [`rollback`](Transform::rollback). The optimiser calls it just before `apply` when a
+    /// later module of the chain [`evaluates`](Transform::evaluates). Default: nothing to save
+    /// (a module without state across steps).
+    ///
+    /// # Errors
+    /// Device errors (the step then fails before `apply`).
+    fn checkpoint(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Puts back the state saved by the last [`checkpoint`](Transform::checkpoint), after a
+    /// later module failed (error or panic), so that the failed step leaves no trace. Default:
+    /// nothing.
+    ///
+    /// # Errors
+    /// Device errors.
+    fn rollback(&mut self) -> Result<()> {
+        Ok(())
     }
 
     /// Transforms `ctx.update` in place.
@@ -172,8 +215,15 @@ pub struct Optimizer {
     shape: Vec<u64>,
     update: Option<Params>,
     grad: Option<Params>,
+    /// x at the start of the chain, for exact restoration by evaluating modules.
+    snapshot: Option<Params>,
     step: u64,
     fuse: bool,
+    checkpoints: bool,
+    /// Whether the running step has called the approximator's `pre_step`.
+    pre_stepped: bool,
+    /// Modules checkpointed in the running step, in order.
+    checkpointed: Vec<usize>,
 }
 
 impl fmt::Debug for Optimizer {
@@ -198,9 +248,11 @@ impl Optimizer {
         approximator: A,
     ) -> Result<Self> {
         if !params.gpu().same(gpu) {
-            return Err(Error::invalid(
-                "params: live on another Gpu than the `gpu` argument",
-            ));
+            return Err(Error::invalid(format!(
+                "params: live on another Gpu ({}) than the `gpu` argument ({})",
+                params.gpu().label(),
+                gpu.label()
+            )));
         }
         Ok(Self {
             gpu: gpu.clone(),
@@ -209,8 +261,12 @@ impl Optimizer {
             shape: params.buffer_lens().to_vec(),
             update: None,
             grad: None,
+            snapshot: None,
             step: 0,
             fuse: true,
+            checkpoints: true,
+            pre_stepped: false,
+            checkpointed: Vec::new(),
         })
     }
 
@@ -219,6 +275,19 @@ impl Optimizer {
     #[must_use]
     pub fn fuse(mut self, fuse: bool) -> Self {
         self.fuse = fuse;
+        self
+    }
+
+    /// Whether to checkpoint the state of modules that run before a module which
+    /// [`evaluates`](Transform::evaluates) the objective (default true), so that a step failing
+    /// in, say, [`Backtracking`] leaves [`HeavyBall`]'s velocity or [`Adam`]'s moments as they
+    /// were. It costs one copy of each such state buffer per step, and the copies' memory
+    /// (counted in [`state_bytes`](Optimizer::state_bytes)). `false` saves both; a failed step
+    /// then still restores the parameters and the step counters, but the state of those modules
+    /// has advanced.
+    #[must_use]
+    pub fn checkpoints(mut self, checkpoints: bool) -> Self {
+        self.checkpoints = checkpoints;
         self
     }
 
@@ -242,10 +311,11 @@ impl Optimizer {
     }
 
     /// Bytes of the n-sized GPU buffers the optimiser owns: the update and gradient buffers,
-    /// the modules' state and the approximator's. 0 for the fused MeZO step.
+    /// the snapshot of x for exact restoration, the modules' state (checkpoints included) and
+    /// the approximator's. 0 for the fused MeZO step.
     #[must_use]
     pub fn state_bytes(&self) -> u64 {
-        let own = [&self.update, &self.grad]
+        let own = [&self.update, &self.grad, &self.snapshot]
             .iter()
             .filter_map(|b| b.as_ref())
             .map(Params::owned_bytes)
@@ -275,19 +345,30 @@ impl Optimizer {
 
     /// One optimisation step: estimate, transform, apply `x ← x − update`.
     ///
+    /// A step is all or nothing. When it fails — an error from the objective, a non-finite
+    /// loss, a bad setting, a device error — or the objective panics (the panic propagates to
+    /// the caller), the parameters are restored before the error is returned (bit-exactly when
+    /// the approximator [`restores_exactly`](GradApproximator::restores_exactly), otherwise
+    /// within the in-place drift documented in [`crate::approx`]); the step counter, the
+    /// approximator's counters ([`GradApproximator::abort_step`]) and, with
+    /// [`checkpoints`](Optimizer::checkpoints), the modules' state are as before the call, so
+    /// the next step does what the failed one would have done. Only a lost device
+    /// ([`Error::DeviceLost`]) loses the parameters with it.
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a module's bad hyper-parameter or parameters of another
-    /// shape or device; the approximator's and the objective's errors. The parameters are
-    /// restored before an error is returned.
+    /// shape or device; the approximator's and the objective's errors; device errors.
     pub fn step(
         &mut self,
         params: &mut Params,
         objective: &mut dyn Objective,
     ) -> Result<StepReport> {
         if !params.gpu().same(&self.gpu) {
-            return Err(Error::invalid(
-                "params: live on another Gpu than the optimiser's",
-            ));
+            return Err(Error::invalid(format!(
+                "params: live on another Gpu ({}) than the optimiser's ({})",
+                params.gpu().label(),
+                self.gpu.label()
+            )));
         }
         if params.buffer_lens() != self.shape.as_slice() {
             return Err(Error::invalid(format!(
@@ -314,17 +395,59 @@ impl Optimizer {
                 )));
             }
         }
+        self.pre_stepped = false;
+        self.checkpointed.clear();
+        // The parameters are put back by the estimators' and modules' own guards while the
+        // error returns or the panic unwinds; what is left to undo here is the counters and
+        // the modules' state.
+        match panic::catch_unwind(AssertUnwindSafe(|| self.run(params, objective, target))) {
+            Ok(Ok(report)) => {
+                self.step = report.step;
+                self.checkpointed.clear();
+                Ok(report)
+            }
+            Ok(Err(e)) => {
+                self.abort();
+                Err(e)
+            }
+            Err(payload) => {
+                self.abort();
+                panic::resume_unwind(payload)
+            }
+        }
+    }
+
+    /// Undoes what a failed step changed besides the parameters.
+    fn abort(&mut self) {
+        if std::mem::take(&mut self.pre_stepped) {
+            self.approximator.abort_step();
+        }
+        for k in std::mem::take(&mut self.checkpointed).into_iter().rev() {
+            // Best effort: the step already reports an error (a failing rollback means the
+            // device itself failed).
+            let _ = self.modules[k].rollback();
+        }
+    }
+
+    /// The body of [`step`](Optimizer::step); leaves `self.step` alone.
+    fn run(
+        &mut self,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        target: Target,
+    ) -> Result<StepReport> {
         let step = self.step + 1;
         if let Some((beta, alpha)) = self.fusion() {
             self.approximator.pre_step();
+            self.pre_stepped = true;
             let est =
                 self.approximator
                     .fused_step(&self.gpu, params, objective, 1.0 - beta, alpha)?;
-            self.step = step;
             return Ok(report(&est, est.loss, est.evaluations, step));
         }
         let update = ensure_like(&mut self.update, params)?;
         self.approximator.pre_step();
+        self.pre_stepped = true;
         let est: Estimate = self
             .approximator
             .approximate(&self.gpu, params, objective, update)?;
@@ -333,6 +456,15 @@ impl Optimizer {
             copy(g, update)?;
             Some(&*g)
         } else {
+            None
+        };
+        let last_evaluating = self.modules.iter().rposition(|m| m.evaluates());
+        let saved = if last_evaluating.is_some() && self.approximator.restores_exactly() {
+            let s = ensure_like(&mut self.snapshot, params)?;
+            copy(s, params)?;
+            Some(&*s)
+        } else {
+            self.snapshot = None;
             None
         };
         let mut ctx = Context {
@@ -346,13 +478,17 @@ impl Optimizer {
             loss: est.loss,
             evaluations: est.evaluations,
             step,
+            saved,
         };
-        for m in &mut self.modules {
+        for (k, m) in self.modules.iter_mut().enumerate() {
+            if self.checkpoints && last_evaluating.is_some_and(|j| k < j) {
+                m.checkpoint()?;
+                self.checkpointed.push(k);
+            }
             m.apply(&mut ctx)?;
         }
         let (loss, evaluations) = (ctx.loss, ctx.evaluations);
         axpy(ctx.params, -1.0, ctx.update)?;
-        self.step = step;
         Ok(report(&est, loss, evaluations, step))
     }
 }
@@ -387,21 +523,29 @@ pub(crate) fn ensure_like<'a>(
 }
 
 /// Parameters moved by `t·v`, moved back by [`Shifted::restore`] or, if that never runs (an
-/// early return or a panic in the objective), on drop.
+/// early return or a panic in the objective), on drop: by copy from `saved` (a copy of the
+/// unmoved parameters, bit-exact) when given, else by `−t·v`.
 pub(crate) struct Shifted<'a> {
     params: &'a mut Params,
     t: f32,
     v: &'a Params,
+    saved: Option<&'a Params>,
     done: bool,
 }
 
 impl<'a> Shifted<'a> {
-    pub(crate) fn new(params: &'a mut Params, t: f32, v: &'a Params) -> Result<Self> {
+    pub(crate) fn new(
+        params: &'a mut Params,
+        t: f32,
+        v: &'a Params,
+        saved: Option<&'a Params>,
+    ) -> Result<Self> {
         axpy(params, t, v)?;
         Ok(Self {
             params,
             t,
             v,
+            saved,
             done: false,
         })
     }
@@ -410,9 +554,18 @@ impl<'a> Shifted<'a> {
         self.params
     }
 
+    fn put_back(&mut self) -> Result<()> {
+        match self.saved {
+            Some(saved) => copy(self.params, saved),
+            None => axpy(self.params, -self.t, self.v),
+        }
+    }
+
+    /// Puts the parameters back now; if that fails, the drop tries again.
     pub(crate) fn restore(mut self) -> Result<()> {
-        self.done = true;
-        axpy(self.params, -self.t, self.v)
+        let r = self.put_back();
+        self.done = r.is_ok();
+        r
     }
 }
 
@@ -420,7 +573,7 @@ impl Drop for Shifted<'_> {
     fn drop(&mut self) {
         if !self.done {
             // Best effort: a failing kernel here has already been reported by the caller's error.
-            let _ = axpy(self.params, -self.t, self.v);
+            let _ = self.put_back();
         }
     }
 }
@@ -439,7 +592,7 @@ pub(crate) fn loss_at_x(ctx: &mut Context<'_>) -> Result<f32> {
 
 /// f(x + t·update), with x moved back afterwards (also on error or panic); counted.
 pub(crate) fn loss_shifted(ctx: &mut Context<'_>, t: f32) -> Result<f32> {
-    let mut shifted = Shifted::new(ctx.params, t, ctx.update)?;
+    let mut shifted = Shifted::new(ctx.params, t, ctx.update, ctx.saved)?;
     let f = ctx.objective.loss(shifted.params());
     shifted.restore()?;
     ctx.evaluations += 1;

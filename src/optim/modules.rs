@@ -2,7 +2,7 @@
 //! The elementwise modules: learning rate, momentum, Adam, sign, weight decay, norm clipping.
 
 use super::{ensure_like, Context, Fusion, Transform};
-use crate::kernels::{adam, axpy, heavy_ball, norm, scale, sign};
+use crate::kernels::{adam, axpy, copy, heavy_ball, norm, scale, sign};
 use crate::{Error, Params, Result};
 
 fn check(name: &str, value: f32, ok: bool, range: &str) -> Result<()> {
@@ -18,6 +18,42 @@ fn check(name: &str, value: f32, ok: bool, range: &str) -> Result<()> {
 /// Bytes of an optional state buffer.
 fn bytes(p: &Option<Params>) -> u64 {
     p.as_ref().map_or(0, Params::owned_bytes)
+}
+
+/// What a [`Transform::checkpoint`] of one state buffer saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Saved {
+    /// No checkpoint pending.
+    #[default]
+    Nothing,
+    /// The state did not exist yet (first step): a rollback drops it.
+    Absent,
+    /// The state was copied into the backup buffer.
+    Copied,
+}
+
+/// Copies `state` into `backup` (created on first use) and says what was saved.
+fn save(state: &Option<Params>, backup: &mut Option<Params>) -> Result<Saved> {
+    match state {
+        None => Ok(Saved::Absent),
+        Some(s) => {
+            let b = ensure_like(backup, s)?;
+            copy(b, s)?;
+            Ok(Saved::Copied)
+        }
+    }
+}
+
+/// Puts `state` back as `saved` says.
+fn restore(saved: Saved, state: &mut Option<Params>, backup: &Option<Params>) -> Result<()> {
+    match (saved, state.as_mut(), backup) {
+        (Saved::Absent, _, _) => {
+            *state = None;
+            Ok(())
+        }
+        (Saved::Copied, Some(s), Some(b)) => copy(s, b),
+        _ => Ok(()),
+    }
 }
 
 /// The learning rate: `update ← lr · update` (torchzero's `LR`).
@@ -49,11 +85,15 @@ impl Transform for Lr {
     }
 }
 
-/// Heavy-ball momentum (Polyak): `v ← m·v + update; update ← v`. One n-sized state buffer.
+/// Heavy-ball momentum (Polyak): `v ← m·v + update; update ← v`. One n-sized state buffer
+/// (two when a later module evaluates the objective: the checkpoint of
+/// [`Optimizer::checkpoints`](super::Optimizer::checkpoints)).
 #[derive(Debug)]
 pub struct HeavyBall {
     momentum: f32,
     velocity: Option<Params>,
+    backup: Option<Params>,
+    saved: Saved,
 }
 
 impl HeavyBall {
@@ -63,6 +103,8 @@ impl HeavyBall {
         Self {
             momentum,
             velocity: None,
+            backup: None,
+            saved: Saved::Nothing,
         }
     }
 }
@@ -81,18 +123,30 @@ impl Transform for HeavyBall {
         let m = self.momentum;
         check("momentum", m, (0.0..1.0).contains(&m), "in [0, 1)")
     }
+    fn checkpoint(&mut self) -> Result<()> {
+        self.saved = save(&self.velocity, &mut self.backup)?;
+        Ok(())
+    }
+    fn rollback(&mut self) -> Result<()> {
+        restore(
+            std::mem::take(&mut self.saved),
+            &mut self.velocity,
+            &self.backup,
+        )
+    }
     fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
         let v = ensure_like(&mut self.velocity, ctx.update)?;
         heavy_ball(ctx.update, v, self.momentum)
     }
     fn state_bytes(&self) -> u64 {
-        bytes(&self.velocity)
+        bytes(&self.velocity) + bytes(&self.backup)
     }
 }
 
 /// Adam (Kingma & Ba, 2015) with bias correction: `m ← β₁m + (1−β₁)u`,
 /// `v ← β₂v + (1−β₂)u²`, `update ← m̂ / (√v̂ + ε)`. Follow it with [`Lr`]. Two n-sized
-/// state buffers.
+/// state buffers (four when a later module evaluates the objective: the checkpoints of
+/// [`Optimizer::checkpoints`](super::Optimizer::checkpoints)).
 #[derive(Debug)]
 pub struct Adam {
     beta1: f32,
@@ -101,6 +155,8 @@ pub struct Adam {
     t: u64,
     m: Option<Params>,
     v: Option<Params>,
+    backup: [Option<Params>; 2],
+    saved: (Saved, Saved, u64),
 }
 
 impl Adam {
@@ -114,6 +170,8 @@ impl Adam {
             t: 0,
             m: None,
             v: None,
+            backup: [None, None],
+            saved: (Saved::Nothing, Saved::Nothing, 0),
         }
     }
 
@@ -164,6 +222,22 @@ impl Transform for Adam {
         )?;
         check("eps", self.eps, self.eps > 0.0, "finite and positive")
     }
+    fn checkpoint(&mut self) -> Result<()> {
+        let [bm, bv] = &mut self.backup;
+        self.saved = (save(&self.m, bm)?, save(&self.v, bv)?, self.t);
+        Ok(())
+    }
+    fn rollback(&mut self) -> Result<()> {
+        let (sm, sv, t) = std::mem::replace(&mut self.saved, (Saved::Nothing, Saved::Nothing, 0));
+        if sm == Saved::Nothing {
+            return Ok(());
+        }
+        let [bm, bv] = &self.backup;
+        restore(sm, &mut self.m, bm)?;
+        restore(sv, &mut self.v, bv)?;
+        self.t = t;
+        Ok(())
+    }
     fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
         ensure_like(&mut self.m, ctx.update)?;
         ensure_like(&mut self.v, ctx.update)?;
@@ -181,7 +255,7 @@ impl Transform for Adam {
         Ok(())
     }
     fn state_bytes(&self) -> u64 {
-        bytes(&self.m) + bytes(&self.v)
+        bytes(&self.m) + bytes(&self.v) + self.backup.iter().map(bytes).sum::<u64>()
     }
 }
 

@@ -42,7 +42,10 @@ impl FromStr for Hvp {
 /// `‖r‖ ≤ tol`, or at non-positive curvature (the first iteration then falls back to the
 /// gradient). Follow it with [`Backtracking`](super::Backtracking) as torchzero's examples do.
 /// Four n-sized state buffers (five with [`Hvp::Central`]); each iteration costs one (Forward) or two (Central) gradient
-/// estimates and a few dot products read back.
+/// estimates and a few dot products read back. The parameters are shifted in place for each
+/// estimate and shifted back, also when the objective fails or panics: by copy, bit-exactly,
+/// when the approximator restores exactly ([`Context::saved`](super::Context::saved)),
+/// otherwise by the opposite move (drift of f32 rounding).
 #[derive(Debug)]
 pub struct NewtonCg {
     max_iter: Option<u32>,
@@ -107,7 +110,7 @@ fn grad_shifted(ctx: &mut Context<'_>, t: f32, v: &Params, out: &mut Params) -> 
     let oracle = ctx.approximator.as_deref_mut().ok_or_else(|| {
         Error::invalid("target: NewtonCg needs the approximator's Target::Closure")
     })?;
-    let mut shifted = super::Shifted::new(ctx.params, t, v)?;
+    let mut shifted = super::Shifted::new(ctx.params, t, v, ctx.saved)?;
     let est = oracle.approximate(ctx.gpu, shifted.params(), ctx.objective, out);
     shifted.restore()?;
     Ok(est?.evaluations)
@@ -145,6 +148,10 @@ impl Transform for NewtonCg {
         true
     }
 
+    fn evaluates(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
         for b in &mut self.bufs {
             ensure_like(b, ctx.update)?;
@@ -152,9 +159,9 @@ impl Transform for NewtonCg {
         let [Some(d), Some(r), Some(p), Some(hp)] = &mut self.bufs else {
             unreachable!("the buffers were just created");
         };
-        let g0 = ctx
-            .grad
-            .expect("the optimiser keeps the gradient for modules that need it");
+        let g0 = ctx.grad.ok_or_else(|| {
+            Error::invalid("grad: NewtonCg needs the gradient, and Context::grad is None")
+        })?;
         let max_iter = self.max_iter.map_or(ctx.params.len(), u64::from);
         fill(d, 0.0)?;
         copy(r, g0)?;

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Host overhead at the floor (DESIGN.md §5): after the first steps, an optimiser step creates
+//! no buffer, bind group, layout, shader module or pipeline, maps one staging buffer and waits
+//! for the GPU once per loss evaluation (once per batch with `loss_batch`), and nowhere else.
+//!
+//! The calls are counted from wgpu-core's own API log records (`Device::create_buffer`,
+//! `Buffer::map_async`, `Device::poll Wait…`, …), on the test's thread only.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use zograd::approx::{MeZo, Spsa};
+use zograd::kernels::dot;
+use zograd::optim::{Lr, Optimizer};
+use zograd::{BatchObjective, Binding, Objective, Params, Workgroups};
+
+thread_local! {
+    static COUNTS: RefCell<Option<BTreeMap<&'static str, u32>>> = const { RefCell::new(None) };
+}
+
+struct Counter;
+
+/// The wgpu-core API calls counted, by the prefix of their log message.
+const CALLS: [(&str, &str); 11] = [
+    ("Device::create_buffer(", "create_buffer"),
+    ("Device::create_bind_group ", "create_bind_group"),
+    (
+        "Device::create_bind_group_layout ",
+        "create_bind_group_layout",
+    ),
+    ("Device::create_pipeline_layout", "create_pipeline_layout"),
+    (
+        "Device::create_compute_pipeline ",
+        "create_compute_pipeline",
+    ),
+    ("Device::create_shader_module ", "create_shader_module"),
+    ("Device::create_command_encoder ", "create_command_encoder"),
+    ("Queue::submit", "submit"),
+    ("Queue::write_buffer", "write_buffer"),
+    ("Buffer::map_async ", "map_async"),
+    ("Device::poll ", "poll"),
+];
+
+impl log::Log for Counter {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        meta.target().starts_with("wgpu_core")
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        COUNTS.with(|c| {
+            let mut c = c.borrow_mut();
+            let Some(map) = c.as_mut() else { return };
+            let msg = record.args().to_string();
+            for (prefix, name) in CALLS {
+                if msg.starts_with(prefix) && !msg.starts_with("Queue::submit returned") {
+                    let name = if name == "poll" && msg.contains("Wait") {
+                        "poll_wait"
+                    } else {
+                        name
+                    };
+                    *map.entry(name).or_default() += 1;
+                }
+            }
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+fn install() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Counter).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// The wgpu calls `f` makes on this thread.
+fn count(f: impl FnOnce()) -> BTreeMap<&'static str, u32> {
+    install();
+    COUNTS.with(|c| *c.borrow_mut() = Some(BTreeMap::new()));
+    f();
+    COUNTS.with(|c| c.borrow_mut().take().expect("counting"))
+}
+
+fn get(m: &BTreeMap<&str, u32>, k: &str) -> u32 {
+    m.get(k).copied().unwrap_or(0)
+}
+
+fn assert_nothing_created(m: &BTreeMap<&str, u32>, what: &str) {
+    for k in [
+        "create_buffer",
+        "create_bind_group",
+        "create_bind_group_layout",
+        "create_pipeline_layout",
+        "create_compute_pipeline",
+        "create_shader_module",
+    ] {
+        assert_eq!(get(m, k), 0, "{what}: {k} after the first steps ({m:?})");
+    }
+}
+
+/// f(x) = Σ xᵢ² as a one-thread batch shader (enough for counting calls).
+fn batch_loss(gpu: &zograd::Gpu, x: &Params) -> BatchObjective {
+    let n = x.len();
+    let src = format!(
+        "@group(0) @binding(0) var<storage, read> x: array<f32>;
+        @compute @workgroup_size(1) fn main(@builtin(workgroup_id) wg: vec3<u32>) {{
+            var s = 0.0;
+            for (var i = 0u; i < {n}u; i++) {{
+                let v = x[i] + zograd_dz(wg.z, vec2<u32>(i, 0u));
+                s += v * v;
+            }}
+            zograd_set_loss(wg.z, s);
+        }}"
+    );
+    BatchObjective::new(
+        gpu,
+        &src,
+        &[Binding::Read(&x.buffers()[0])],
+        &[("main", Workgroups::PerPoint([1, 1]))],
+        16,
+    )
+    .unwrap()
+}
+
+#[test]
+fn optimiser_steps_create_nothing_and_wait_once_per_readback() {
+    let gpu = common::gpu();
+    let data = common::data(3, 1000);
+    let mut x = Params::from_slices(&gpu, &[&data[..]]).unwrap();
+    let mut closure = |p: &Params| -> zograd::Result<f32> { Ok(dot(p, p)? as f32) };
+    // The counter sees creations: building the objective compiles its pipeline.
+    let mut slot = None;
+    let made = count(|| slot = Some(batch_loss(&gpu, &x)));
+    assert!(get(&made, "create_compute_pipeline") >= 1, "{made:?}");
+    assert!(get(&made, "create_buffer") >= 3, "{made:?}");
+    let mut batched = slot.expect("built");
+    let steps = 5u32;
+    let mut report = Vec::new();
+
+    // (name, optimiser, batched objective?, loss evaluations per step, readbacks per step,
+    // submissions per step: every kernel one, a loss's passes and its readback together one)
+    let cases: Vec<(&str, Optimizer, bool, u32, u32, u32)> = vec![
+        (
+            "MeZo fused, closure",
+            Optimizer::new(&gpu, &x, MeZo::new().seed(1))
+                .unwrap()
+                .then(Lr::new(1e-3)),
+            false,
+            2,
+            2,
+            5,
+        ),
+        (
+            "MeZo fused, BatchObjective",
+            Optimizer::new(&gpu, &x, MeZo::new().seed(1))
+                .unwrap()
+                .then(Lr::new(1e-3)),
+            true,
+            2,
+            1,
+            2,
+        ),
+        (
+            "Spsa S=4, closure",
+            Optimizer::new(&gpu, &x, Spsa::new().n_samples(4).seed(1))
+                .unwrap()
+                .then(Lr::new(1e-3)),
+            false,
+            8,
+            8,
+            24,
+        ),
+        (
+            "Spsa S=4, BatchObjective",
+            Optimizer::new(&gpu, &x, Spsa::new().n_samples(4).seed(1))
+                .unwrap()
+                .then(Lr::new(1e-3)),
+            true,
+            8,
+            1,
+            5,
+        ),
+    ];
+    for (name, mut opt, use_batch, evals, readbacks, submits) in cases {
+        let objective: &mut dyn Objective = if use_batch {
+            &mut batched
+        } else {
+            &mut closure
+        };
+        // Warm-up: the first steps compile pipelines and create the cached state.
+        for _ in 0..2 {
+            opt.step(&mut x, objective).unwrap();
+        }
+        let m = count(|| {
+            for _ in 0..steps {
+                let r = opt.step(&mut x, objective).unwrap();
+                assert_eq!(r.evaluations, evals, "{name}");
+            }
+        });
+        assert_nothing_created(&m, name);
+        assert_eq!(
+            get(&m, "map_async"),
+            readbacks * steps,
+            "{name}: one map per readback ({m:?})"
+        );
+        assert_eq!(
+            get(&m, "poll_wait"),
+            readbacks * steps,
+            "{name}: one blocking poll per readback ({m:?})"
+        );
+        assert!(
+            get(&m, "submit") <= submits * steps,
+            "{name}: at most {submits} submissions per step ({m:?})"
+        );
+        report.push(format!(
+            "{name}: per step {} submits, {} write_buffer, {} encoders, {} maps, {} waits, {} non-blocking polls",
+            f64::from(get(&m, "submit")) / f64::from(steps),
+            f64::from(get(&m, "write_buffer")) / f64::from(steps),
+            f64::from(get(&m, "create_command_encoder")) / f64::from(steps),
+            f64::from(get(&m, "map_async")) / f64::from(steps),
+            f64::from(get(&m, "poll_wait")) / f64::from(steps),
+            f64::from(get(&m, "poll")) / f64::from(steps),
+        ));
+    }
+    // `cargo test --test host_overhead -- --nocapture` shows the per-step call counts.
+    for line in report {
+        println!("{line}");
+    }
+}
