@@ -151,79 +151,13 @@ impl ForwardGradient {
         }
     }
 
-    /// The finite-difference step along the unit direction (Central and Forward; checked at
-    /// use: finite and > 0).
-    #[must_use]
-    pub fn h(mut self, h: f32) -> Self {
-        self.h = h;
-        self
-    }
-
-    /// The number of samples S (checked at use: ≥ 1).
-    #[must_use]
-    pub fn n_samples(mut self, n_samples: u32) -> Self {
-        self.n_samples = n_samples;
-        self
-    }
-
-    /// The distribution of the directions.
-    #[must_use]
-    pub fn distribution(mut self, distribution: Distribution) -> Self {
-        self.distribution = distribution;
-        self
-    }
+    builders!(h: f32, n_samples: u32, distribution: Distribution, pre_generate: bool, seed: u64, exact_restore: bool, target: Target);
 
     /// How the directional derivative is computed.
     #[must_use]
     pub fn jvp(mut self, jvp: Jvp) -> Self {
         self.jvp = jvp;
         self
-    }
-
-    /// Same directions for every call within a step (true) or new ones per call.
-    #[must_use]
-    pub fn pre_generate(mut self, pre_generate: bool) -> Self {
-        self.pre_generate = pre_generate;
-        self
-    }
-
-    /// The Philox seed of the directions.
-    #[must_use]
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    /// Restore x by copy from a saved copy (bit-exact, n floats) instead of in place.
-    ///
-    /// In place, x + h·t − 2h·t + h·t (t = u/‖u‖) drifts by f32 rounding like the other
-    /// estimators' restoration; the figures measured for steps h·u (h = 1e-3: at most 1.5e-4
-    /// to 1.7e-5 after 10⁴ samples, by distribution) are at
-    /// [`MeZo::exact_restore`](super::MeZo::exact_restore). `exact_restore(true)` makes the
-    /// drift 0.
-    #[must_use]
-    pub fn exact_restore(mut self, exact: bool) -> Self {
-        self.exact_restore = exact;
-        self
-    }
-
-    /// Where the estimate goes in an optimiser chain.
-    #[must_use]
-    pub fn target(mut self, target: Target) -> Self {
-        self.target = target;
-        self
-    }
-
-    /// The seed in use.
-    #[must_use]
-    pub fn current_seed(&self) -> u64 {
-        self.seed
-    }
-
-    /// The step counter (0 until the first [`pre_step`](GradApproximator::pre_step)).
-    #[must_use]
-    pub fn current_step(&self) -> u32 {
-        self.step
     }
 
     /// The directions u_s the next `approximate` call will use.

@@ -44,6 +44,65 @@
 //! # Ok(()) }
 //! ```
 
+/// The builder setters the direction-based estimators share (each stores its argument in the
+/// field of the same name, checked at use), and the getters of the seed and step. One
+/// definition serves [`RandomizedFdm`], [`MeZo`] and [`ForwardGradient`], so the settings and
+/// their documentation cannot drift apart.
+macro_rules! builders {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = builders!(@doc $name)]
+            #[must_use]
+            pub fn $name(mut self, $name: $ty) -> Self {
+                self.$name = $name;
+                self
+            }
+        )*
+
+        /// The seed in use (set with `seed`, else the estimator's default).
+        #[must_use]
+        pub fn current_seed(&self) -> u64 {
+            self.seed
+        }
+
+        /// The step counter (0 until the first
+        /// [`pre_step`](crate::approx::GradApproximator::pre_step)).
+        #[must_use]
+        pub fn current_step(&self) -> u32 {
+            self.step
+        }
+    };
+    (@doc h) => { "The finite-difference step h (checked at use: finite and > 0)." };
+    (@doc n_samples) => { "The number of samples S (checked at use: ≥ 1)." };
+    (@doc formula) => { "The finite-difference formula." };
+    (@doc distribution) => { "The distribution of the directions." };
+    (@doc pre_generate) => {
+        "Same directions for every call within a step (true) or new ones per call (false)."
+    };
+    (@doc seed) => { "The Philox seed of the directions." };
+    (@doc beta) => {
+        "Direction momentum β ∈ [0, 1] (0 = off; see the type's documentation); costs S·n floats \
+         of GPU memory."
+    };
+    (@doc target) => { "Where the estimate goes in an optimiser chain." };
+    (@doc exact_restore) => { "Restore x by copy from one saved copy (bit-exact; allocates n floats) instead of in place.
+
+**Drift of the default, in-place restoration.** x + h·u − 2h·u + h·u is not x in f32. The
+largest |x − x₀| after 10⁴ in-place central-difference samples (h = 1e-3, a fresh
+direction each, 10⁴ parameters uniform in [−1, 1)), measured on lavapipe (Vulkan) and
+llvmpipe (GL) by `tests/reliability.rs`, is:
+
+| distribution | Rademacher | Gaussian | Uniform | Sphere |
+|---|---|---|---|---|
+| max \\|x − x₀\\| after 10⁴ samples | 1.5e-4 | 1.4e-5 | 1.6e-5 | 1.7e-5 |
+
+Most elements come back exactly or random-walk by about one ulp per sample; the few
+within a few h of a power of two, where the steps cross into a binade with another
+ulp, drift one way by up to half an ulp per sample (the Rademacher figure). One sample
+moves an element by a few ulp at most. `exact_restore(true)` makes the drift 0 and, in
+an [`Optimizer`](crate::optim::Optimizer), a failed step leaves x bit-identical." };
+}
+
 mod fdm;
 mod formula;
 mod forward_gradient;

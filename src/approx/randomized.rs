@@ -125,95 +125,7 @@ impl RandomizedFdm {
         }
     }
 
-    /// The finite-difference step h (checked at use: finite and > 0).
-    #[must_use]
-    pub fn h(mut self, h: f32) -> Self {
-        self.h = h;
-        self
-    }
-
-    /// The number of samples S (checked at use: ≥ 1).
-    #[must_use]
-    pub fn n_samples(mut self, n_samples: u32) -> Self {
-        self.n_samples = n_samples;
-        self
-    }
-
-    /// The finite-difference formula.
-    #[must_use]
-    pub fn formula(mut self, formula: Formula) -> Self {
-        self.formula = formula;
-        self
-    }
-
-    /// The distribution of the directions.
-    #[must_use]
-    pub fn distribution(mut self, distribution: Distribution) -> Self {
-        self.distribution = distribution;
-        self
-    }
-
-    /// Same directions for every call within a step (true) or new ones per call (false).
-    #[must_use]
-    pub fn pre_generate(mut self, pre_generate: bool) -> Self {
-        self.pre_generate = pre_generate;
-        self
-    }
-
-    /// The Philox seed of the directions.
-    #[must_use]
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-
-    /// Direction momentum β ∈ [0, 1] (0 = off); costs S·n floats of GPU memory.
-    #[must_use]
-    pub fn beta(mut self, beta: f32) -> Self {
-        self.beta = beta;
-        self
-    }
-
-    /// Restore x by copy from a saved copy (bit-exact, n floats) instead of in place.
-    ///
-    /// **Drift of the default, in-place restoration.** x + h·u − 2h·u + h·u is not x in f32. The
-    /// largest |x − x₀| after 10⁴ in-place central-difference samples (h = 1e-3, a fresh
-    /// direction each, 10⁴ parameters uniform in [−1, 1)), measured on lavapipe (Vulkan) and
-    /// llvmpipe (GL) by `tests/reliability.rs`, is:
-    ///
-    /// | distribution | Rademacher | Gaussian | Uniform | Sphere |
-    /// |---|---|---|---|---|
-    /// | max \|x − x₀\| after 10⁴ samples | 1.5e-4 | 1.4e-5 | 1.6e-5 | 1.7e-5 |
-    ///
-    /// Most elements come back exactly or random-walk by about one ulp per sample; the few
-    /// within a few h of a power of two, where the steps cross into a binade with another
-    /// ulp, drift one way by up to half an ulp per sample (the Rademacher figure). One sample
-    /// moves an element by a few ulp at most. `exact_restore(true)` makes the drift 0 and, in
-    /// an [`Optimizer`](crate::optim::Optimizer), a failed step leaves x bit-identical.
-    #[must_use]
-    pub fn exact_restore(mut self, exact: bool) -> Self {
-        self.exact_restore = exact;
-        self
-    }
-
-    /// Where the estimate goes in an optimiser chain.
-    #[must_use]
-    pub fn target(mut self, target: Target) -> Self {
-        self.target = target;
-        self
-    }
-
-    /// The seed in use (drawn from the OS unless set).
-    #[must_use]
-    pub fn current_seed(&self) -> u64 {
-        self.seed
-    }
-
-    /// The step counter (0 until the first [`pre_step`](GradApproximator::pre_step)).
-    #[must_use]
-    pub fn current_step(&self) -> u32 {
-        self.step
-    }
+    builders!(h: f32, n_samples: u32, formula: Formula, distribution: Distribution, pre_generate: bool, seed: u64, beta: f32, exact_restore: bool, target: Target);
 
     /// The Philox directions u_s the next `approximate` call will draw (with `beta > 0` these
     /// are the new draws folded into the stored directions).
@@ -432,6 +344,19 @@ impl GradApproximator for RandomizedFdm {
 }
 
 /// A [`RandomizedFdm`] with other defaults, with the same builder methods.
+/// The presets' setters: each forwards to [`RandomizedFdm`]'s setter of the same name.
+macro_rules! delegate_builders {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[doc = concat!("See [`RandomizedFdm::", stringify!($name), "`].")]
+            #[must_use]
+            pub fn $name(self, $name: $ty) -> Self {
+                Self(self.0.$name($name))
+            }
+        )*
+    };
+}
+
 macro_rules! preset {
     ($(#[$doc:meta])* $name:ident, $new_doc:literal, $init:expr) => {
         $(#[$doc])*
@@ -451,62 +376,17 @@ macro_rules! preset {
                 Self($init)
             }
 
-            /// The finite-difference step h (checked at use: finite and > 0).
-            #[must_use]
-            pub fn h(self, h: f32) -> Self {
-                Self(self.0.h(h))
-            }
-
-            /// The number of samples S (checked at use: ≥ 1).
-            #[must_use]
-            pub fn n_samples(self, n_samples: u32) -> Self {
-                Self(self.0.n_samples(n_samples))
-            }
-
-            /// The finite-difference formula.
-            #[must_use]
-            pub fn formula(self, formula: Formula) -> Self {
-                Self(self.0.formula(formula))
-            }
-
-            /// The distribution of the directions.
-            #[must_use]
-            pub fn distribution(self, distribution: Distribution) -> Self {
-                Self(self.0.distribution(distribution))
-            }
-
-            /// Same directions for every call within a step (true) or new ones per call.
-            #[must_use]
-            pub fn pre_generate(self, pre_generate: bool) -> Self {
-                Self(self.0.pre_generate(pre_generate))
-            }
-
-            /// The Philox seed of the directions.
-            #[must_use]
-            pub fn seed(self, seed: u64) -> Self {
-                Self(self.0.seed(seed))
-            }
-
-            /// Direction momentum β ∈ [0, 1] (see [`RandomizedFdm`]); costs S·n floats.
-            #[must_use]
-            pub fn beta(self, beta: f32) -> Self {
-                Self(self.0.beta(beta))
-            }
-
-            /// Restore x by copy from a saved copy (bit-exact, n floats) instead of in place.
-            /// Without it, 10⁴ in-place samples (h = 1e-3, x in [−1, 1)) drift x by at most
-            /// 1.5e-4 (Rademacher), 1.4e-5 (Gaussian), 1.6e-5 (Uniform), 1.7e-5 (Sphere); see
-            /// [`RandomizedFdm::exact_restore`].
-            #[must_use]
-            pub fn exact_restore(self, exact: bool) -> Self {
-                Self(self.0.exact_restore(exact))
-            }
-
-            /// Where the estimate goes in an optimiser chain.
-            #[must_use]
-            pub fn target(self, target: Target) -> Self {
-                Self(self.0.target(target))
-            }
+            delegate_builders!(
+                h: f32,
+                n_samples: u32,
+                formula: Formula,
+                distribution: Distribution,
+                pre_generate: bool,
+                seed: u64,
+                beta: f32,
+                exact_restore: bool,
+                target: Target,
+            );
 
             /// The seed in use.
             #[must_use]
