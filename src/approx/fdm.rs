@@ -240,30 +240,7 @@ impl Drop for ElementProbe<'_> {
 }
 
 impl GradApproximator for Fdm {
-    fn approximate(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut Params,
-        objective: &mut dyn Objective,
-        grad: &mut Params,
-    ) -> Result<Estimate> {
-        self.run(gpu, params, objective, grad, None)
-    }
-
-    fn approximate_with_loss(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut Params,
-        objective: &mut dyn Objective,
-        grad: &mut Params,
-        loss: f32,
-    ) -> Result<Estimate> {
-        self.run(gpu, params, objective, grad, Some(loss))
-    }
-
-    fn current_target(&self) -> Target {
-        self.target
-    }
+    approximate_via_run!();
 
     /// True: every element is written back to its original value.
     fn restores_exactly(&self) -> bool {

@@ -227,26 +227,7 @@ impl GradApproximator for MeZo {
         }
     }
 
-    fn approximate(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut Params,
-        objective: &mut dyn Objective,
-        grad: &mut Params,
-    ) -> Result<Estimate> {
-        self.run(gpu, params, objective, grad, None)
-    }
-
-    fn approximate_with_loss(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut Params,
-        objective: &mut dyn Objective,
-        grad: &mut Params,
-        loss: f32,
-    ) -> Result<Estimate> {
-        self.run(gpu, params, objective, grad, Some(loss))
-    }
+    approximate_via_run!();
 
     /// True: MeZO's last restore and the update are one kernel.
     fn can_fuse(&self) -> bool {
@@ -305,10 +286,6 @@ impl GradApproximator for MeZo {
     /// 0, or n·4 bytes with `exact_restore(true)` once the copy exists.
     fn state_bytes(&self) -> u64 {
         self.saved.as_ref().map_or(0, Params::owned_bytes)
-    }
-
-    fn current_target(&self) -> Target {
-        self.target
     }
 
     fn restores_exactly(&self) -> bool {

@@ -103,6 +103,38 @@ moves an element by a few ulp at most. `exact_restore(true)` makes the drift 0 a
 an [`Optimizer`](crate::optim::Optimizer), a failed step leaves x bit-identical." };
 }
 
+/// The [`GradApproximator`] methods that every built-in estimator implements the same way: both
+/// `approximate` forms call the estimator's `run(gpu, params, objective, grad, known_f0)`, and
+/// the target is its `target` field.
+macro_rules! approximate_via_run {
+    () => {
+        fn approximate(
+            &mut self,
+            gpu: &Gpu,
+            params: &mut Params,
+            objective: &mut dyn Objective,
+            grad: &mut Params,
+        ) -> Result<Estimate> {
+            self.run(gpu, params, objective, grad, None)
+        }
+
+        fn approximate_with_loss(
+            &mut self,
+            gpu: &Gpu,
+            params: &mut Params,
+            objective: &mut dyn Objective,
+            grad: &mut Params,
+            loss: f32,
+        ) -> Result<Estimate> {
+            self.run(gpu, params, objective, grad, Some(loss))
+        }
+
+        fn current_target(&self) -> Target {
+            self.target
+        }
+    };
+}
+
 mod fdm;
 mod formula;
 mod forward_gradient;

@@ -308,34 +308,11 @@ impl GradApproximator for RandomizedFdm {
         }
     }
 
-    fn approximate(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut Params,
-        objective: &mut dyn Objective,
-        grad: &mut Params,
-    ) -> Result<Estimate> {
-        self.run(gpu, params, objective, grad, None)
-    }
-
-    fn approximate_with_loss(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut Params,
-        objective: &mut dyn Objective,
-        grad: &mut Params,
-        loss: f32,
-    ) -> Result<Estimate> {
-        self.run(gpu, params, objective, grad, Some(loss))
-    }
+    approximate_via_run!();
 
     /// The saved copy (`exact_restore`) and the stored directions (`beta > 0`), once allocated.
     fn state_bytes(&self) -> u64 {
         self.bytes()
-    }
-
-    fn current_target(&self) -> Target {
-        self.target
     }
 
     fn restores_exactly(&self) -> bool {
