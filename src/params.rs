@@ -699,3 +699,20 @@ fn make_chunks(lens: &[u64], offsets: &[u64], chunk_len: u64) -> Vec<Chunk> {
     }
     chunks
 }
+
+/// A buffer shaped and chunked like `params` in `slot` (zeroed when created), made on first use
+/// and again only if the shape, chunking or device changed: the saved copies of
+/// `exact_restore` and the optimiser's and modules' state buffers.
+pub(crate) fn ensure_like<'a>(
+    slot: &'a mut Option<Params>,
+    params: &Params,
+) -> Result<&'a mut Params> {
+    let fits = slot.as_ref().is_some_and(|s| {
+        s.gpu().same(params.gpu()) && s.same_shape(params) && s.chunk_len() == params.chunk_len()
+    });
+    if !fits {
+        *slot = None;
+        *slot = Some(params.zeros_like()?);
+    }
+    Ok(slot.as_mut().expect("the buffer was just created"))
+}

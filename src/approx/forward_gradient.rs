@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use super::probe::{differences, Along, Sample};
 use super::{
-    check_buffers, check_h, check_loss, check_samples, entropy_seed, saved_copy, Estimate, Formula,
+    check_buffers, check_h, check_loss, check_samples, entropy_seed, Estimate, Formula,
     GradApproximator, Objective, Target,
 };
 use crate::kernels::{accumulate, copy, fill, norm, Direction};
@@ -261,7 +261,7 @@ impl ForwardGradient {
                     })
                     .collect();
                 let saved = if self.exact_restore {
-                    let s = saved_copy(&mut self.saved, params)?;
+                    let s = crate::params::ensure_like(&mut self.saved, params)?;
                     copy(s, params)?;
                     Some(&*s)
                 } else {

@@ -3,8 +3,7 @@
 
 use super::probe::{differences, Along, Sample};
 use super::{
-    check_buffers, check_h, check_samples, saved_copy, Estimate, Formula, GradApproximator,
-    Objective, Target,
+    check_buffers, check_h, check_samples, Estimate, Formula, GradApproximator, Objective, Target,
 };
 use crate::kernels::{accumulate, copy, fill, Direction};
 use crate::{Distribution, Gpu, Params, Result};
@@ -156,7 +155,7 @@ impl MeZo {
             gpu.sphere_norms(self.seed, self.step, &samples, params.len())?;
         }
         let saved = if self.exact_restore {
-            let s = saved_copy(&mut self.saved, params)?;
+            let s = crate::params::ensure_like(&mut self.saved, params)?;
             copy(s, params)?;
             Some(&*s)
         } else {

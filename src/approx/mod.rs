@@ -367,22 +367,3 @@ pub(crate) fn entropy_seed() -> u64 {
     }
     h.finish()
 }
-
-/// A copy of the parameters for `exact_restore`, reallocated when the shape or device changes.
-pub(crate) fn saved_copy<'a>(
-    slot: &'a mut Option<Params>,
-    params: &Params,
-) -> Result<&'a mut Params> {
-    let fits = slot.as_ref().is_some_and(|s| {
-        s.gpu().same(params.gpu()) && s.same_shape(params) && s.chunk_len() == params.chunk_len()
-    });
-    if !fits {
-        *slot = None;
-        let mut s = params.zeros_like()?;
-        if s.chunk_len() != params.chunk_len() {
-            s.set_max_chunk_len(params.chunk_len())?;
-        }
-        *slot = Some(s);
-    }
-    Ok(slot.as_mut().expect("the saved copy was just created"))
-}

@@ -4,8 +4,8 @@
 
 use super::probe::{differences, Along, Sample};
 use super::{
-    check_buffers, check_h, check_samples, entropy_seed, saved_copy, Estimate, Formula,
-    GradApproximator, Objective, Target,
+    check_buffers, check_h, check_samples, entropy_seed, Estimate, Formula, GradApproximator,
+    Objective, Target,
 };
 use crate::kernels::{accumulate, axpy, copy, fill, scale, Direction};
 use crate::{Distribution, Error, Gpu, Params, Result};
@@ -185,7 +185,7 @@ impl RandomizedFdm {
             self.momentum = None;
         }
         let saved = if self.exact_restore {
-            let s = saved_copy(&mut self.saved, params)?;
+            let s = crate::params::ensure_like(&mut self.saved, params)?;
             copy(s, params)?;
             Some(&*s)
         } else {

@@ -502,25 +502,7 @@ fn report(est: &Estimate, loss: Option<f32>, evaluations: u32, step: u64) -> Ste
     }
 }
 
-/// A zeroed buffer shaped like `params` in `slot`, created on first use (and again if the shape
-/// or chunking changed).
-pub(crate) fn ensure_like<'a>(
-    slot: &'a mut Option<Params>,
-    params: &Params,
-) -> Result<&'a mut Params> {
-    let fits = slot.as_ref().is_some_and(|s| {
-        s.gpu().same(params.gpu()) && s.same_shape(params) && s.chunk_len() == params.chunk_len()
-    });
-    if !fits {
-        *slot = None;
-        let mut s = params.zeros_like()?;
-        if s.chunk_len() != params.chunk_len() {
-            s.set_max_chunk_len(params.chunk_len())?;
-        }
-        *slot = Some(s);
-    }
-    Ok(slot.as_mut().expect("the buffer was just created"))
-}
+pub(crate) use crate::params::ensure_like;
 
 /// Parameters moved by `t·v`, moved back by [`Shifted::restore`] or, if that never runs (an
 /// early return or a panic in the objective), on drop: by copy from `saved` (a copy of the
