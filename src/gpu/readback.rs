@@ -15,7 +15,15 @@ impl Gpu {
     fn take_staging(&self, size: u64) -> Result<TrackedBuffer> {
         {
             let mut pool = lock(&self.inner.staging);
-            if let Some(k) = pool.iter().position(|b| b.size() >= size) {
+            // Best fit: a one-float loss readback should not map a large buffer kept from a
+            // download.
+            let best = pool
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.size() >= size)
+                .min_by_key(|(_, b)| b.size())
+                .map(|(k, _)| k);
+            if let Some(k) = best {
                 return Ok(pool.swap_remove(k));
             }
         }
