@@ -27,6 +27,7 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
     let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
+    let keep = launch.coef.x;
     var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
         a[q] = vec4<f32>(0.0);
@@ -42,7 +43,7 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {
-        mul_add4(p0 + 4u * q, r, a[q]);
+        mul_add4(p0 + 4u * q, r, keep, a[q]);
     }
 }
 
@@ -67,15 +68,25 @@ fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         }
         acc = acc + bitcast<f32>(term.y) * z;
     }
-    mul_add4(p0, r, acc);
+    mul_add4(p0, r, launch.coef.x, acc);
 }
 
-/// dst[p - r + e] = coef.x * dst[p - r + e] + v[e] for the lanes inside the chunk.
-fn mul_add4(p: u32, r: u32, v: vec4<f32>) {
+// Whether this pipeline scales dst (a = coef.x) before adding: zograd builds the kernels twice,
+// plain (false) and scaled (true). The multiply, even behind a uniform branch, made lavapipe
+// compile the Rademacher kernel 1.6x slower, so the plain pipeline must not contain it.
+override ZOGRAD_SCALED: bool = false;
+
+/// dst[p - r + e] = a * dst[p - r + e] + v[e] (plain pipeline: dst + v) for the lanes inside the
+/// chunk.
+fn mul_add4(p: u32, r: u32, a: f32, v: vec4<f32>) {
+    if (!ZOGRAD_SCALED) {
+        add4(p, r, v);
+        return;
+    }
     for (var e = 0u; e < 4u; e = e + 1u) {
         let q = p + e;
         if (q >= r && q - r < launch.len) {
-            dst[q - r] = launch.coef.x * dst[q - r] + v[e];
+            dst[q - r] = a * dst[q - r] + v[e];
         }
     }
 }

@@ -151,8 +151,10 @@ pub fn scale_accumulate(
         });
     }
     let kernel = match distribution {
-        Distribution::Rademacher => Kernel::AccumulateRademacher,
-        _ => Kernel::AccumulateQuad,
+        Distribution::Rademacher if a == 1.0 => Kernel::AccumulateRademacher,
+        Distribution::Rademacher => Kernel::ScaleAccumulateRademacher,
+        _ if a == 1.0 => Kernel::AccumulateQuad,
+        _ => Kernel::ScaleAccumulateQuad,
     };
     x.launch_terms(kernel, terms, |l| {
         l.seed = split64(seed);

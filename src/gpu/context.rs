@@ -302,7 +302,10 @@ impl Gpu {
                     layout: Some(layout),
                     module: &module,
                     entry_point: Some(kernel.entry()),
-                    compilation_options: wgpu::PipelineCompilationOptions::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: kernel.constants(),
+                        ..wgpu::PipelineCompilationOptions::default()
+                    },
                     cache: None,
                 }))
         })?;

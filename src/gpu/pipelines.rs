@@ -10,6 +10,9 @@ pub(crate) enum Kernel {
     PerturbQuad,
     AccumulateRademacher,
     AccumulateQuad,
+    /// `x ← a·x + Σ c z`: the accumulate kernels built with `ZOGRAD_SCALED = true`.
+    ScaleAccumulateRademacher,
+    ScaleAccumulateQuad,
     Copy,
     Axpy,
     Scale,
@@ -65,7 +68,10 @@ impl Kernel {
     pub(crate) fn family(self) -> Family {
         match self {
             Kernel::PerturbRademacher | Kernel::PerturbQuad => Family::Perturb,
-            Kernel::AccumulateRademacher | Kernel::AccumulateQuad => Family::Accumulate,
+            Kernel::AccumulateRademacher
+            | Kernel::AccumulateQuad
+            | Kernel::ScaleAccumulateRademacher
+            | Kernel::ScaleAccumulateQuad => Family::Accumulate,
             Kernel::Copy | Kernel::Axpy | Kernel::Scale | Kernel::Fill | Kernel::Sign => {
                 Family::Elementwise
             }
@@ -78,8 +84,10 @@ impl Kernel {
         match self {
             Kernel::PerturbRademacher => "perturb_rademacher",
             Kernel::PerturbQuad => "perturb_quad",
-            Kernel::AccumulateRademacher => "accumulate_rademacher",
-            Kernel::AccumulateQuad => "accumulate_quad",
+            Kernel::AccumulateRademacher | Kernel::ScaleAccumulateRademacher => {
+                "accumulate_rademacher"
+            }
+            Kernel::AccumulateQuad | Kernel::ScaleAccumulateQuad => "accumulate_quad",
             Kernel::Copy => "copy",
             Kernel::Axpy => "axpy",
             Kernel::Scale => "scale",
@@ -92,6 +100,16 @@ impl Kernel {
         }
     }
 
+    /// The pipeline-overridable constants the kernel is built with.
+    pub(crate) fn constants(self) -> &'static [(&'static str, f64)] {
+        match self {
+            Kernel::ScaleAccumulateRademacher | Kernel::ScaleAccumulateQuad => {
+                &[("ZOGRAD_SCALED", 1.0)]
+            }
+            _ => &[],
+        }
+    }
+
     pub(crate) fn layout(self) -> LayoutKind {
         match self {
             Kernel::PerturbRademacher
@@ -100,9 +118,12 @@ impl Kernel {
             | Kernel::Fill
             | Kernel::Sign
             | Kernel::SphereSumsq => LayoutKind::One,
-            Kernel::AccumulateRademacher | Kernel::AccumulateQuad | Kernel::Copy | Kernel::Axpy => {
-                LayoutKind::Two
-            }
+            Kernel::AccumulateRademacher
+            | Kernel::AccumulateQuad
+            | Kernel::ScaleAccumulateRademacher
+            | Kernel::ScaleAccumulateQuad
+            | Kernel::Copy
+            | Kernel::Axpy => LayoutKind::Two,
             Kernel::Dot => LayoutKind::Three,
             Kernel::HeavyBall => LayoutKind::TwoRw,
             Kernel::Adam => LayoutKind::ThreeRw,
@@ -116,7 +137,7 @@ impl Kernel {
     pub(crate) fn elements_per_group(self) -> u64 {
         match self {
             Kernel::PerturbRademacher => 32768,
-            Kernel::AccumulateRademacher | Kernel::Dot => 16384,
+            Kernel::AccumulateRademacher | Kernel::ScaleAccumulateRademacher | Kernel::Dot => 16384,
             _ => 1024,
         }
     }
@@ -126,9 +147,12 @@ impl Kernel {
     /// the boundary before it.
     pub(crate) fn lead(self, gbase: u64) -> u64 {
         match self {
-            Kernel::AccumulateRademacher => gbase % 64,
+            Kernel::AccumulateRademacher | Kernel::ScaleAccumulateRademacher => gbase % 64,
             Kernel::PerturbRademacher => gbase % 128,
-            Kernel::PerturbQuad | Kernel::AccumulateQuad | Kernel::SphereSumsq => gbase % 4,
+            Kernel::PerturbQuad
+            | Kernel::AccumulateQuad
+            | Kernel::ScaleAccumulateQuad
+            | Kernel::SphereSumsq => gbase % 4,
             _ => 0,
         }
     }
