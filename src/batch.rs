@@ -222,8 +222,8 @@ impl BatchObjective {
                         },
                         count: None,
                     },
-                    storage_layout(1, true),
-                    storage_layout(2, false),
+                    crate::gpu::pipelines::storage_entry(1, true),
+                    crate::gpu::pipelines::storage_entry(2, false),
                 ],
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -231,20 +231,8 @@ impl BatchObjective {
                 bind_group_layouts: &[Some(&user_layout), Some(&layout)],
                 immediate_size: 0,
             });
-            let passes: Vec<_> = passes
-                .iter()
-                .map(|(entry, groups)| {
-                    let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(entry),
-                        layout: Some(&pipeline_layout),
-                        module: &module,
-                        entry_point: Some(entry),
-                        compilation_options: wgpu::PipelineCompilationOptions::default(),
-                        cache: None,
-                    });
-                    (p, *groups)
-                })
-                .collect();
+            let passes =
+                crate::shader_objective::compile_passes(device, &module, &pipeline_layout, passes);
             Ok((passes, user, layout))
         })?;
         let batch = Batch::new(gpu, &layout, max_points as usize, 1)?;
@@ -420,19 +408,6 @@ fn runs(points: &[(Direction, f32)], max: usize) -> Vec<Range<usize>> {
         }
     }
     out
-}
-
-fn storage_layout(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
 }
 
 impl Batch {

@@ -101,20 +101,7 @@ impl ShaderObjective {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-            let passes = passes
-                .iter()
-                .map(|(entry, groups)| {
-                    let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(entry),
-                        layout: Some(&pipeline_layout),
-                        module: &module,
-                        entry_point: Some(entry),
-                        compilation_options: wgpu::PipelineCompilationOptions::default(),
-                        cache: None,
-                    });
-                    (p, *groups)
-                })
-                .collect();
+            let passes = compile_passes(device, &module, &pipeline_layout, passes);
             Ok(Self {
                 gpu: gpu.clone(),
                 passes,
@@ -239,4 +226,28 @@ impl Objective for ShaderObjective {
     fn loss(&mut self, _params: &Params) -> Result<f32> {
         self.evaluate()
     }
+}
+
+/// One compute pipeline per `(entry point, workgroups)` pass of `module`, with the workgroups
+/// kept beside it (the passes of a [`ShaderObjective`] or a `BatchObjective`).
+pub(crate) fn compile_passes<G: Copy>(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    layout: &wgpu::PipelineLayout,
+    passes: &[(&str, G)],
+) -> Vec<(wgpu::ComputePipeline, G)> {
+    passes
+        .iter()
+        .map(|(entry, groups)| {
+            let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                cache: None,
+            });
+            (p, *groups)
+        })
+        .collect()
 }

@@ -165,7 +165,8 @@ pub(crate) struct Layouts {
     pipeline: [wgpu::PipelineLayout; 5],
 }
 
-fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+/// A compute-stage storage-buffer layout entry.
+pub(crate) fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
