@@ -131,17 +131,8 @@ impl Fdm {
         let m = offsets.len();
         let x0 = params.to_vec()?;
         let mut evaluations = 0u32;
-        let f0 = if formula.uses_f0() {
-            Some(match known_f0 {
-                Some(v) => check_loss(v, || "the given loss f(x)".into())?,
-                None => {
-                    evaluations += 1;
-                    check_loss(objective.loss(params)?, || "f(x) (unperturbed)".into())?
-                }
-            })
-        } else {
-            None
-        };
+        let f0 =
+            super::probe::unperturbed_loss(formula, known_f0, objective, params, &mut evaluations)?;
         let h = f64::from(self.h);
         let point = |i: usize, k: i32| (f64::from(x0[i]) + f64::from(k) * h) as f32;
         let mut g = vec![0.0f32; x0.len()];

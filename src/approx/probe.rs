@@ -134,17 +134,7 @@ pub(crate) fn differences(
     let mut left_at = 0;
     let offsets = formula.offsets();
     let mut evaluations = 0u32;
-    let f0 = if formula.uses_f0() {
-        Some(match known_f0 {
-            Some(v) => check_loss(v, || "the given loss f(x)".into())?,
-            None => {
-                evaluations += 1;
-                check_loss(objective.loss(params)?, || "f(x) (unperturbed)".into())?
-            }
-        })
-    } else {
-        None
-    };
+    let f0 = unperturbed_loss(formula, known_f0, objective, params, &mut evaluations)?;
     let batched =
         objective.has_batch() && samples.iter().all(|s| matches!(s.along, Along::Philox(_)));
     let values: Vec<Vec<f64>> = if batched {
@@ -218,6 +208,28 @@ pub(crate) fn differences(
         derivatives,
         left_at,
     })
+}
+
+/// f₀ = f(x) when `formula` uses it: the caller's `known_f0` (checked finite) or one evaluation,
+/// counted in `evaluations`. `None` for formulas without f₀.
+pub(crate) fn unperturbed_loss(
+    formula: Formula,
+    known_f0: Option<f32>,
+    objective: &mut dyn Objective,
+    params: &Params,
+    evaluations: &mut u32,
+) -> Result<Option<f32>> {
+    if !formula.uses_f0() {
+        return Ok(None);
+    }
+    let v = match known_f0 {
+        Some(v) => check_loss(v, || "the given loss f(x)".into())?,
+        None => {
+            *evaluations += 1;
+            check_loss(objective.loss(params)?, || "f(x) (unperturbed)".into())?
+        }
+    };
+    Ok(Some(v))
 }
 
 fn point_name(k: i32, sample: usize) -> String {
