@@ -65,6 +65,21 @@ fn time(gpu: &Gpu, budget: Duration, mut f: impl FnMut() -> Result<()>) -> Resul
     Ok(best)
 }
 
+/// Seconds per `Optimizer::step` of `approximator → Lr(1e-3)` (timed as by [`time`]) and the
+/// loss evaluations one step makes (read from its `StepReport`).
+fn time_steps(
+    gpu: &Gpu,
+    budget: Duration,
+    x: &mut Params,
+    loss: &mut dyn Objective,
+    approximator: impl GradApproximator + Send + 'static,
+) -> Result<(f64, u32)> {
+    let mut opt = Optimizer::new(gpu, x, approximator)?.then(Lr::new(1e-3));
+    let evaluations = opt.step(x, loss)?.evaluations;
+    let t = time(gpu, budget, || opt.step(x, loss).map(|_| ()))?;
+    Ok((t, evaluations))
+}
+
 /// The loss of the closure objective: one reduction on the GPU, one readback.
 fn sumsq(p: &Params) -> Result<f32> {
     Ok(dot(p, p)? as f32)
@@ -115,7 +130,8 @@ fn ms(s: f64) -> String {
     }
 }
 
-/// One row of the step-time table.
+/// One row of the step-time table: seconds per step, and loss evaluations per step (`evals`, in
+/// the order mezo, spsa1, spsa16, virtual_mezo).
 struct Steps {
     n: u64,
     copy: f64,
@@ -123,6 +139,7 @@ struct Steps {
     spsa1: f64,
     spsa16: f64,
     virtual_mezo: f64,
+    evals: [u32; 4],
 }
 
 impl Steps {
@@ -204,19 +221,19 @@ fn step_times(gpu: &Gpu, sizes: &[u64]) -> Result<Vec<Steps>> {
         let t_copy = time(gpu, budget, || copy(&mut scratch, &x))?;
         drop(scratch);
         let mut loss = sumsq;
-        let mut mezo = Optimizer::new(gpu, &x, MeZo::new().seed(1))?.then(Lr::new(1e-3));
-        let t_mezo = time(gpu, budget, || mezo.step(&mut x, &mut loss).map(|_| ()))?;
-        drop(mezo);
-        let mut spsa1 = Optimizer::new(gpu, &x, Spsa::new().seed(1))?.then(Lr::new(1e-3));
-        let t_spsa1 = time(gpu, budget, || spsa1.step(&mut x, &mut loss).map(|_| ()))?;
-        drop(spsa1);
-        let mut spsa16 =
-            Optimizer::new(gpu, &x, Spsa::new().n_samples(16).seed(1))?.then(Lr::new(1e-3));
-        let t_spsa16 = time(gpu, budget, || spsa16.step(&mut x, &mut loss).map(|_| ()))?;
-        drop(spsa16);
+        let (t_mezo, e_mezo) =
+            time_steps(gpu, budget, &mut x, &mut loss, MeZo::new().seed(1))?;
+        let (t_spsa1, e_spsa1) = time_steps(gpu, budget, &mut x, &mut loss, Spsa::new().seed(1))?;
+        let (t_spsa16, e_spsa16) = time_steps(
+            gpu,
+            budget,
+            &mut x,
+            &mut loss,
+            Spsa::new().n_samples(16).seed(1),
+        )?;
         let mut virt = SphereLoss::new(gpu, &x, 2)?.batched;
-        let mut mezo = Optimizer::new(gpu, &x, MeZo::new().seed(1))?.then(Lr::new(1e-3));
-        let t_virtual = time(gpu, budget, || mezo.step(&mut x, &mut virt).map(|_| ()))?;
+        let (t_virtual, e_virtual) =
+            time_steps(gpu, budget, &mut x, &mut virt, MeZo::new().seed(1))?;
         eprintln!(
             "n = {n}: copy {}, MeZo {}, Spsa S=1 {}, S=16 {}, virtual MeZo {}",
             ms(t_copy),
@@ -232,6 +249,7 @@ fn step_times(gpu: &Gpu, sizes: &[u64]) -> Result<Vec<Steps>> {
             spsa1: t_spsa1,
             spsa16: t_spsa16,
             virtual_mezo: t_virtual,
+            evals: [e_mezo, e_spsa1, e_spsa16, e_virtual],
         });
     }
     Ok(rows)
@@ -428,10 +446,15 @@ fn main() -> Result<()> {
          Closure objective: `dot(x, x)`, one reduction and one readback per evaluation. Virtual: a \
          `BatchObjective` that evaluates f(x + hz) and f(x − hz) in one pass over x (one readback per step). \
          Floor: x read once + one fused read-modify-write of x at copy bandwidth = 1.5 × copy time.\n\n\
-         | n | MeZo | Spsa S=1 | Spsa S=16 | MeZo, virtual | floor | virtual / floor | copy |\n|---|---|---|---|---|---|---|---|"
+         Evaluations per step: MeZo {}, Spsa S=1 {}, Spsa S=16 {}, MeZo virtual {} (points of one batch).\n\n\
+         | n | MeZo | Spsa S=1 | Spsa S=16 | MeZo, virtual | floor | virtual / floor | copy |\n|---|---|---|---|---|---|---|---|",
+        rows[0].evals[0],
+        rows[0].evals[1],
+        rows[0].evals[2],
+        rows[0].evals[3],
     )
     .unwrap();
-    let mut csv = String::from("n,method,seconds_per_step\n");
+    let mut csv = String::from("n,method,seconds_per_step,evaluations_per_step\n");
     for r in &rows {
         writeln!(
             report,
@@ -446,15 +469,16 @@ fn main() -> Result<()> {
             ms(r.copy)
         )
         .unwrap();
-        for (m, v) in [
-            ("copy", r.copy),
-            ("mezo", r.mezo),
-            ("spsa1", r.spsa1),
-            ("spsa16", r.spsa16),
-            ("mezo_virtual", r.virtual_mezo),
-            ("floor", r.floor()),
+        let [e_mezo, e_spsa1, e_spsa16, e_virtual] = r.evals;
+        for (m, v, e) in [
+            ("copy", r.copy, 0),
+            ("mezo", r.mezo, e_mezo),
+            ("spsa1", r.spsa1, e_spsa1),
+            ("spsa16", r.spsa16, e_spsa16),
+            ("mezo_virtual", r.virtual_mezo, e_virtual),
+            ("floor", r.floor(), 0),
         ] {
-            writeln!(csv, "{},{m},{v:.9}", r.n).unwrap();
+            writeln!(csv, "{},{m},{v:.9},{e}", r.n).unwrap();
         }
     }
 

@@ -75,7 +75,7 @@ impl FromStr for Distribution {
 }
 
 /// Element `index` of the direction (seed, step, sample) for `dist`, exactly as the GPU kernels
-/// compute it (DESIGN.md §3).
+/// compute it (ARCHITECTURE.md, "The random-number contract").
 ///
 /// Rademacher and Uniform are bit-exact with the GPU. The Gaussian is computed in f64 and rounded
 /// once, so it is the accurate value that the GPU's f32 transcendentals approach (to about 1e-6).

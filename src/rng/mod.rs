@@ -3,7 +3,7 @@
 //!
 //! This module is the CPU reference twin of `shaders/philox.wgsl` ([`crate::wgsl::PHILOX`]). A
 //! perturbation is never stored: element `i` of the direction (seed, step, sample) is recomputed
-//! from those four numbers wherever it is needed, on the GPU or here. The mapping (DESIGN.md §3):
+//! from those four numbers wherever it is needed, on the GPU or here. The mapping (ARCHITECTURE.md, "The random-number contract"):
 //!
 //! | distribution | Philox block of element `i` | value |
 //! |---|---|---|
