@@ -3,7 +3,8 @@
 //!
 //! This module is the CPU reference twin of `shaders/philox.wgsl` ([`crate::wgsl::PHILOX`]). A
 //! perturbation is never stored: element `i` of the direction (seed, step, sample) is recomputed
-//! from those four numbers wherever it is needed, on the GPU or here. The mapping (ARCHITECTURE.md, "The random-number contract"):
+//! from those four numbers wherever it is needed, on the GPU or here. The mapping
+//! (ARCHITECTURE.md, "The random-number contract"):
 //!
 //! | distribution | Philox block of element `i` | value |
 //! |---|---|---|
