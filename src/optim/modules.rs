@@ -85,27 +85,52 @@ impl Transform for Lr {
     }
 }
 
-/// Heavy-ball momentum (Polyak): `v ← m·v + update; update ← v`. One n-sized state buffer
-/// (two when a later module evaluates the objective: the checkpoint of
+/// How [`HeavyBall`] starts its velocity (torchzero's `ema_init`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EmaInit {
+    /// v₀ = u₁, so the first update is v₁ = (1 + m)·u₁ (torchzero's default, `ema_init="update"`).
+    #[default]
+    Update,
+    /// v₀ = 0, so the first update is u₁ itself (`ema_init="zeros"`; what earlier zograd
+    /// versions did).
+    Zeros,
+}
+
+/// Heavy-ball momentum (Polyak; torchzero's `HeavyBall`): `v ← m·v + update; update ← v`, with
+/// the velocity started at the first update (v₁ = (1 + m)·u₁, torchzero's default
+/// `ema_init="update"`) or at zero ([`EmaInit::Zeros`]). One n-sized state buffer (two when a
+/// later module evaluates the objective: the checkpoint of
 /// [`Optimizer::checkpoints`](super::Optimizer::checkpoints)).
+///
+/// torchzero's `dampening`, `debias` and `lerp` options (all off by default) are not offered.
 #[derive(Debug)]
 pub struct HeavyBall {
     momentum: f32,
+    init: EmaInit,
     velocity: Option<Params>,
     backup: Option<Params>,
     saved: Saved,
 }
 
 impl HeavyBall {
-    /// Momentum `m` in [0, 1) (torchzero's default is 0.9).
+    /// Momentum `m` in [0, 1) (torchzero's default is 0.9), the velocity started at the first
+    /// update ([`EmaInit::Update`]).
     #[must_use]
     pub fn new(momentum: f32) -> Self {
         Self {
             momentum,
+            init: EmaInit::Update,
             velocity: None,
             backup: None,
             saved: Saved::Nothing,
         }
+    }
+
+    /// How the velocity starts (default [`EmaInit::Update`], as torchzero).
+    #[must_use]
+    pub fn ema_init(mut self, init: EmaInit) -> Self {
+        self.init = init;
+        self
     }
 }
 
@@ -135,7 +160,11 @@ impl Transform for HeavyBall {
         )
     }
     fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        let fresh = self.velocity.is_none();
         let v = ensure_like(&mut self.velocity, ctx.update)?;
+        if fresh && self.init == EmaInit::Update {
+            copy(v, ctx.update)?;
+        }
         heavy_ball(ctx.update, v, self.momentum)
     }
     fn state_bytes(&self) -> u64 {
