@@ -176,6 +176,11 @@ impl Transform for HeavyBall {
 /// `v ← β₂v + (1−β₂)u²`, `update ← m̂ / (√v̂ + ε)`. Follow it with [`Lr`]. Two n-sized
 /// state buffers (four when a later module evaluates the objective: the checkpoints of
 /// [`Optimizer::checkpoints`](super::Optimizer::checkpoints)).
+///
+/// Difference from torchzero's `Adam` (which is `torch.optim.Adam`'s): torchzero computes
+/// `m·(√(1−β₂ᵗ)/(1−β₁ᵗ)) / (√v + ε)`, i.e. `m̂ / (√v̂ + ε/√(1−β₂ᵗ))`: its ε acts on the
+/// uncorrected √v. The two agree unless √v̂ is within a few orders of magnitude of ε (updates
+/// of size ~1e-8 and below). torchzero's `amsgrad` and `pow` options are not offered.
 #[derive(Debug)]
 pub struct Adam {
     beta1: f32,
@@ -309,7 +314,20 @@ impl Transform for Sign {
     }
 }
 
-/// Decoupled weight decay: `update ← update + wd·x`.
+/// Weight decay as torchzero's `WeightDecay`: `update ← update + wd·x`, the gradient of the L2
+/// penalty `wd/2·‖x‖²` added to the update. What it amounts to depends on where it stands in the
+/// chain, as in torchzero:
+///
+/// - before an adaptive module (`WeightDecay → Adam → Lr`): coupled L2 regularisation (the
+///   penalty's gradient is normalised by Adam with the loss's), i.e. Adam with `weight_decay`;
+/// - after it (`Adam → WeightDecay → Lr`): decoupled weight decay, AdamW (Loshchilov & Hutter,
+///   2019): `x ← x − lr·(adam + wd·x)`;
+/// - after [`Lr`] (`Adam → Lr → WeightDecay`): decay not scaled by the learning rate,
+///   `x ← (1 − wd)·x − lr·adam` (torchzero's "fully decoupled" example, and what its
+///   `DirectWeightDecay` does to the parameters).
+///
+/// With plain SGD (`WeightDecay → Lr` or `Lr → WeightDecay`) coupled and decoupled are the same
+/// up to the scale of wd. torchzero's `ord` (L1 and higher-order penalties) is not offered.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WeightDecay {
     wd: f32,
