@@ -309,3 +309,22 @@ fn bad_reg_is_named() {
         assert_eq!(x.to_vec().unwrap(), x0);
     }
 }
+
+/// At a stationary point the right-hand side is 0: torchzero's first-iteration fallback computes
+/// `0·(0/0)` and writes NaN; zograd's update is 0 and x stays where it is (Fdm's central
+/// difference of Σx² at x = 0 is exactly 0).
+#[test]
+fn newton_cg_at_a_stationary_point_does_not_move() {
+    let g = gpu();
+    let f = function("sphere");
+    for hvp in [Hvp::Forward, Hvp::Central] {
+        let mut x = Params::from_slices(&g, &[&[0.0f32; 3][..]]).unwrap();
+        let mut opt = Optimizer::new(&g, &x, Fdm::new())
+            .unwrap()
+            .then(NewtonCg::new().hvp(hvp))
+            .then(Lr::new(1.0));
+        let mut loss = |p: &Params| -> Result<f32> { Ok(f(&p.to_vec()?)) };
+        opt.step(&mut x, &mut loss).unwrap();
+        assert_eq!(x.to_vec().unwrap(), [0.0; 3], "{hvp:?}");
+    }
+}
