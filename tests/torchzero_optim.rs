@@ -328,3 +328,60 @@ fn newton_cg_at_a_stationary_point_does_not_move() {
         assert_eq!(x.to_vec().unwrap(), [0.0; 3], "{hvp:?}");
     }
 }
+
+/// Backtracking's adaptive scale is state across steps: when a later module of the chain fails,
+/// the step leaves no trace, so the scale is rolled back with the parameters. Chain
+/// Fdm → Backtracking → NewtonCg on Rosenbrock from (−1.2, 1): step 1's search fails (scale
+/// 2⁻¹⁰, NewtonCg gets a zero update and evaluates nothing); step 2's search succeeds at 2⁻¹⁰
+/// (scale back to 1) and NewtonCg's first evaluation fails. Retried, step 2 must start from 2⁻¹⁰
+/// again and give, step by step, the same x as a run that never failed (without the rollback
+/// it starts from 1, fails, and step 2 leaves x where step 1 did).
+#[test]
+fn a_failed_step_rolls_back_the_adaptive_scale() {
+    let g = gpu();
+    let f = function("rosenbrock");
+    let x0 = [-1.2f32, 1.0];
+    let build = |x: &Params| {
+        Optimizer::new(&g, x, Fdm::new())
+            .unwrap()
+            .then(Backtracking::new())
+            .then(NewtonCg::new())
+    };
+    // The run that never fails.
+    let mut x = Params::from_slices(&g, &[&x0[..]]).unwrap();
+    let mut opt = build(&x);
+    let mut loss = |p: &Params| -> Result<f32> { Ok(f(&p.to_vec()?)) };
+    let want: Vec<Vec<f32>> = (0..3)
+        .map(|_| {
+            opt.step(&mut x, &mut loss).unwrap();
+            x.to_vec().unwrap()
+        })
+        .collect();
+    // Step 1: 4 (Fdm) + 1 (f(x)) + 10 trials; step 2: 4 + 1 + 1 trial, then NewtonCg: call 22.
+    let mut x = Params::from_slices(&g, &[&x0[..]]).unwrap();
+    let mut opt = build(&x);
+    let mut calls = 0;
+    let mut loss = |p: &Params| -> Result<f32> {
+        calls += 1;
+        if calls == 22 {
+            return Err(zograd::Error::Objective("injected".into()));
+        }
+        Ok(f(&p.to_vec()?))
+    };
+    opt.step(&mut x, &mut loss).unwrap();
+    assert_eq!(x.to_vec().unwrap(), want[0]);
+    assert!(matches!(
+        opt.step(&mut x, &mut loss),
+        Err(zograd::Error::Objective(_))
+    ));
+    assert_eq!(x.to_vec().unwrap(), want[0], "the failed step restored x");
+    for (k, want) in want.iter().enumerate().skip(1) {
+        opt.step(&mut x, &mut loss).unwrap();
+        assert_eq!(
+            &x.to_vec().unwrap(),
+            want,
+            "step {}: the retried run matches the run without failure",
+            k + 1
+        );
+    }
+}
