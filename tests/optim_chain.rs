@@ -122,6 +122,10 @@ fn chains_apply_their_modules_in_order() {
             match name {
                 "Lr" => cpu::scale(&mut u, 0.1),
                 "HeavyBall + Lr" => {
+                    // The velocity starts at the first update (torchzero's ema_init="update").
+                    if t == 1 {
+                        vel.copy_from_slice(&u);
+                    }
                     cpu::heavy_ball(&mut u, &mut vel, 0.8);
                     cpu::scale(&mut u, 0.1);
                 }

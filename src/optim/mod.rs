@@ -59,7 +59,7 @@ mod modules;
 mod newton_cg;
 
 pub use backtracking::Backtracking;
-pub use modules::{Adam, ClipNorm, HeavyBall, Lr, Sign, WeightDecay};
+pub use modules::{Adam, ClipNorm, EmaInit, HeavyBall, Lr, Sign, WeightDecay};
 pub use newton_cg::{Hvp, NewtonCg};
 
 use std::fmt;

@@ -85,27 +85,52 @@ impl Transform for Lr {
     }
 }
 
-/// Heavy-ball momentum (Polyak): `v ← m·v + update; update ← v`. One n-sized state buffer
-/// (two when a later module evaluates the objective: the checkpoint of
+/// How [`HeavyBall`] starts its velocity (torchzero's `ema_init`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EmaInit {
+    /// v₀ = u₁, so the first update is v₁ = (1 + m)·u₁ (torchzero's default, `ema_init="update"`).
+    #[default]
+    Update,
+    /// v₀ = 0, so the first update is u₁ itself (`ema_init="zeros"`; what earlier zograd
+    /// versions did).
+    Zeros,
+}
+
+/// Heavy-ball momentum (Polyak; torchzero's `HeavyBall`): `v ← m·v + update; update ← v`, with
+/// the velocity started at the first update (v₁ = (1 + m)·u₁, torchzero's default
+/// `ema_init="update"`) or at zero ([`EmaInit::Zeros`]). One n-sized state buffer (two when a
+/// later module evaluates the objective: the checkpoint of
 /// [`Optimizer::checkpoints`](super::Optimizer::checkpoints)).
+///
+/// torchzero's `dampening`, `debias` and `lerp` options (all off by default) are not offered.
 #[derive(Debug)]
 pub struct HeavyBall {
     momentum: f32,
+    init: EmaInit,
     velocity: Option<Params>,
     backup: Option<Params>,
     saved: Saved,
 }
 
 impl HeavyBall {
-    /// Momentum `m` in [0, 1) (torchzero's default is 0.9).
+    /// Momentum `m` in [0, 1) (torchzero's default is 0.9), the velocity started at the first
+    /// update ([`EmaInit::Update`]).
     #[must_use]
     pub fn new(momentum: f32) -> Self {
         Self {
             momentum,
+            init: EmaInit::Update,
             velocity: None,
             backup: None,
             saved: Saved::Nothing,
         }
+    }
+
+    /// How the velocity starts (default [`EmaInit::Update`], as torchzero).
+    #[must_use]
+    pub fn ema_init(mut self, init: EmaInit) -> Self {
+        self.init = init;
+        self
     }
 }
 
@@ -135,7 +160,11 @@ impl Transform for HeavyBall {
         )
     }
     fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
+        let fresh = self.velocity.is_none();
         let v = ensure_like(&mut self.velocity, ctx.update)?;
+        if fresh && self.init == EmaInit::Update {
+            copy(v, ctx.update)?;
+        }
         heavy_ball(ctx.update, v, self.momentum)
     }
     fn state_bytes(&self) -> u64 {
@@ -147,6 +176,11 @@ impl Transform for HeavyBall {
 /// `v ← β₂v + (1−β₂)u²`, `update ← m̂ / (√v̂ + ε)`. Follow it with [`Lr`]. Two n-sized
 /// state buffers (four when a later module evaluates the objective: the checkpoints of
 /// [`Optimizer::checkpoints`](super::Optimizer::checkpoints)).
+///
+/// Difference from torchzero's `Adam` (which is `torch.optim.Adam`'s): torchzero computes
+/// `m·(√(1−β₂ᵗ)/(1−β₁ᵗ)) / (√v + ε)`, i.e. `m̂ / (√v̂ + ε/√(1−β₂ᵗ))`: its ε acts on the
+/// uncorrected √v. The two agree unless √v̂ is within a few orders of magnitude of ε (updates
+/// of size ~1e-8 and below). torchzero's `amsgrad` and `pow` options are not offered.
 #[derive(Debug)]
 pub struct Adam {
     beta1: f32,
@@ -280,7 +314,20 @@ impl Transform for Sign {
     }
 }
 
-/// Decoupled weight decay: `update ← update + wd·x`.
+/// Weight decay as torchzero's `WeightDecay`: `update ← update + wd·x`, the gradient of the L2
+/// penalty `wd/2·‖x‖²` added to the update. What it amounts to depends on where it stands in the
+/// chain, as in torchzero:
+///
+/// - before an adaptive module (`WeightDecay → Adam → Lr`): coupled L2 regularisation (the
+///   penalty's gradient is normalised by Adam with the loss's), i.e. Adam with `weight_decay`;
+/// - after it (`Adam → WeightDecay → Lr`): decoupled weight decay, AdamW (Loshchilov & Hutter,
+///   2019): `x ← x − lr·(adam + wd·x)`;
+/// - after [`Lr`] (`Adam → Lr → WeightDecay`): decay not scaled by the learning rate,
+///   `x ← (1 − wd)·x − lr·adam` (torchzero's "fully decoupled" example, and what its
+///   `DirectWeightDecay` does to the parameters).
+///
+/// With plain SGD (`WeightDecay → Lr` or `Lr → WeightDecay`) coupled and decoupled are the same
+/// up to the scale of wd. torchzero's `ord` (L1 and higher-order penalties) is not offered.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WeightDecay {
     wd: f32,

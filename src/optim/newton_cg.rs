@@ -33,23 +33,61 @@ impl FromStr for Hvp {
     }
 }
 
-/// Newton's method with the linear system `H d = g` solved by conjugate gradients
-/// (torchzero's `NewtonCG`): `update ← d`. Hessian-vector products are finite differences of
-/// the approximator's gradient estimates at shifted points, `ε = h / ‖v‖`, with the same random
-/// directions within a step (`pre_generate`), so `Hv` is the derivative of one fixed estimator.
+/// Newton's method with the linear system `(H + reg·I) d = b` solved by conjugate gradients
+/// (torchzero's `NewtonCG`), where b is the update flowing into the module (the gradient
+/// estimate, or what earlier modules such as [`HeavyBall`](super::HeavyBall) made of it):
+/// `update ← d`. Hessian-vector products are finite differences of the approximator's gradient
+/// estimates at shifted points, `Hv ≈ (g(x + εv) − g(x))/ε` with `ε = h/‖v‖` (a shift of length
+/// h), with the same random directions within a step (`pre_generate`), so `Hv` is the derivative
+/// of one fixed estimator; g(x) is the approximator's estimate of the step.
 ///
-/// CG stops after `max_iter` iterations (default: the number of parameters), when
-/// `‖r‖ ≤ tol`, or at non-positive curvature (the first iteration then falls back to the
-/// gradient). Follow it with [`Backtracking`](super::Backtracking) as torchzero's examples do.
-/// Four n-sized state buffers (five with [`Hvp::Central`]); each iteration costs one (Forward) or two (Central) gradient
-/// estimates and a few dot products read back. The parameters are shifted in place for each
-/// estimate and shifted back, also when the objective fails or panics: by copy, bit-exactly,
-/// when the approximator restores exactly ([`Context::saved`](super::Context::saved)),
-/// otherwise by the opposite move (drift of f32 rounding).
+/// CG as torchzero's (defaults: tol = 1e-8, reg = 1e-8, min_iter = 1, max_iter = the number of
+/// parameters):
+///
+/// - the residual test `‖r‖ < tol` (absolute) is made from iteration `min_iter` on, so at least
+///   `min_iter + 1` iterations run (when max_iter allows);
+/// - curvature `pᵀ(H + reg)p ≤ 2·f32::MIN_POSITIVE` at the first iteration returns
+///   `b·(bᵀb/|bᵀ(H + reg)b|)` (the gradient step scaled by the inverse Rayleigh quotient); at a
+///   later iteration CG goes on through negative curvature (torchzero's default
+///   `npc_terminate = false`), or stops and returns the current iterate with
+///   [`npc_terminate(true)`](NewtonCg::npc_terminate).
+///
+/// With a noisy random estimator (Gaussian smoothing, SPSA-type) going on through negative
+/// curvature often ends in a direction along which f does not decrease; `npc_terminate(true)`
+/// then works better (examples/newton_cg.rs has the measurement).
+///
+/// Follow it with [`Backtracking`](super::Backtracking) as torchzero's examples do. Four n-sized
+/// state buffers (five with [`Hvp::Central`]); each iteration costs one (Forward) or two
+/// (Central) gradient estimates and a few dot products read back. The parameters are shifted in
+/// place for each estimate and shifted back, also when the objective fails or panics: by copy,
+/// bit-exactly, when the approximator restores exactly
+/// ([`Context::saved`](super::Context::saved)), otherwise by the opposite move (drift of f32
+/// rounding).
+///
+/// # Differences from torchzero
+///
+/// - torchzero shifts the parameters in place by `+h·v/‖v‖` and back by `−h·v/‖v‖`, which in
+///   f32 does not restore them exactly (and a non-finite shift writes NaN into them); zograd
+///   restores by copy when the approximator restores exactly, and the shift is `ε·v`,
+///   `ε = h/‖v‖` computed in f64 (the same point up to rounding).
+/// - torchzero's FDM/SPSA-style approximators evaluate f(x) again at every Hessian-vector
+///   point (its closure target); zograd evaluates only what the estimate needs.
+/// - Where torchzero's arithmetic produces a non-finite direction, zograd does not: a zero
+///   right-hand side (b = 0) returns 0 (torchzero: `0·(0/0)`, NaN); a first-iteration scale
+///   `bᵀb/|bᵀAb|` that is not finite in f32 (bᵀAb = 0) returns b unscaled; a later iteration
+///   whose step `rᵀr/pᵀAp` is not finite in f32, or whose curvature is NaN or infinite, stops
+///   with the current iterate (torchzero would go on with NaN or ∞).
+/// - The scalars of CG (dot products, α, β) are f64 from f32 vectors; torchzero computes them in
+///   the parameters' dtype.
+/// - Only the `cg` solver with forward or central finite-difference products is offered
+///   (torchzero also has `minres`, autograd products, `warm_start` and `inner`).
 #[derive(Debug)]
 pub struct NewtonCg {
     max_iter: Option<u32>,
+    min_iter: u32,
     tol: f32,
+    reg: f32,
+    npc_terminate: bool,
     hvp: Hvp,
     h: f32,
     bufs: [Option<Params>; 4],
@@ -57,12 +95,16 @@ pub struct NewtonCg {
 }
 
 impl NewtonCg {
-    /// tol = 1e-4, hvp = Forward, h = 1e-3, max_iter = the number of parameters.
+    /// torchzero's defaults: tol = 1e-8, reg = 1e-8, min_iter = 1, no stop at negative
+    /// curvature, hvp = Forward, h = 1e-3, max_iter = the number of parameters.
     #[must_use]
     pub fn new() -> Self {
         Self {
             max_iter: None,
-            tol: 1e-4,
+            min_iter: 1,
+            tol: 1e-8,
+            reg: 1e-8,
+            npc_terminate: false,
             hvp: Hvp::Forward,
             h: 1e-3,
             bufs: Default::default(),
@@ -77,10 +119,33 @@ impl NewtonCg {
         self
     }
 
-    /// Stop when the residual's norm is at most `tol` (≥ 0).
+    /// The residual test is made from this iteration on (counted from 0; default 1, as
+    /// torchzero's `miniter`): at least `min_iter + 1` iterations run when `max_iter` allows.
+    #[must_use]
+    pub fn min_iter(mut self, min_iter: u32) -> Self {
+        self.min_iter = min_iter;
+        self
+    }
+
+    /// Stop when the residual's norm is below `tol` (≥ 0; absolute, as torchzero's code).
     #[must_use]
     pub fn tol(mut self, tol: f32) -> Self {
         self.tol = tol;
+        self
+    }
+
+    /// The regularisation added to the Hessian's diagonal (≥ 0; default 1e-8).
+    #[must_use]
+    pub fn reg(mut self, reg: f32) -> Self {
+        self.reg = reg;
+        self
+    }
+
+    /// Whether CG stops at non-positive curvature after the first iteration, returning the
+    /// current iterate (default false: CG goes on, as torchzero's default).
+    #[must_use]
+    pub fn npc_terminate(mut self, stop: bool) -> Self {
+        self.npc_terminate = stop;
         self
     }
 
@@ -91,7 +156,8 @@ impl NewtonCg {
         self
     }
 
-    /// The finite-difference step of the Hessian-vector products (> 0).
+    /// The finite-difference step of the Hessian-vector products (> 0): the length of the shift
+    /// of x.
     #[must_use]
     pub fn h(mut self, h: f32) -> Self {
         self.h = h;
@@ -134,6 +200,12 @@ impl Transform for NewtonCg {
                 self.h
             )));
         }
+        if !(self.reg.is_finite() && self.reg >= 0.0) {
+            return Err(Error::invalid(format!(
+                "reg: must be finite and non-negative, got {}",
+                self.reg
+            )));
+        }
         if self.max_iter == Some(0) {
             return Err(Error::invalid("max_iter: must be at least 1, got 0"));
         }
@@ -163,44 +235,78 @@ impl Transform for NewtonCg {
             Error::invalid("grad: NewtonCg needs the gradient, and Context::grad is None")
         })?;
         let max_iter = self.max_iter.map_or(ctx.params.len(), u64::from);
+        // CG on (H + reg)·d = b, b the current update, from d = 0 (r = p = b until the first
+        // iteration's end).
         fill(d, 0.0)?;
-        copy(r, g0)?;
-        copy(p, g0)?;
+        copy(r, ctx.update)?;
+        copy(p, ctx.update)?;
         let mut rs = dot(r, r)?;
-        let tol = f64::from(self.tol);
-        let mut k = 0;
-        while k < max_iter && rs.sqrt() > tol {
-            let pn = norm(p)?;
-            let eps = (f64::from(self.h) / pn) as f32;
-            // hp ← (g(x + εp) − g(x)) / ε, or the central difference.
-            let evals = match self.hvp {
-                Hvp::Forward => {
-                    let e = grad_shifted(ctx, eps, p, hp)?;
-                    axpy(hp, -1.0, g0)?;
-                    scale(hp, 1.0 / eps)?;
-                    e
-                }
-                Hvp::Central => {
-                    let back = ensure_like(&mut self.backward, ctx.update)?;
-                    let e1 = grad_shifted(ctx, eps, p, hp)?;
-                    let e2 = grad_shifted(ctx, -eps, p, back)?;
-                    axpy(hp, -1.0, back)?;
-                    scale(hp, 0.5 / eps)?;
-                    e1 + e2
-                }
-            };
-            ctx.evaluations += evals;
+        let tiny = 2.0 * f64::from(f32::MIN_POSITIVE);
+        let representable = |v: f64| v.is_finite() && v.abs() <= f64::from(f32::MAX);
+        let mut k = 0u64;
+        while k < max_iter {
+            let eps = f64::from(self.h) / norm(p)?;
+            if !representable(eps) {
+                // p = 0 (or so small that the shift's scale overflows f32): Hp = 0, as
+                // torchzero's products return for a zero vector. Then pᵀAp = 0: b = 0 gives
+                // d = 0 below, and a later iteration stops.
+                fill(hp, 0.0)?;
+            } else {
+                let eps = eps as f32;
+                // hp ← (g(x + εp) − g(x)) / ε, or the central difference.
+                let evals = match self.hvp {
+                    Hvp::Forward => {
+                        let e = grad_shifted(ctx, eps, p, hp)?;
+                        axpy(hp, -1.0, g0)?;
+                        scale(hp, 1.0 / eps)?;
+                        e
+                    }
+                    Hvp::Central => {
+                        let back = ensure_like(&mut self.backward, ctx.update)?;
+                        let e1 = grad_shifted(ctx, eps, p, hp)?;
+                        let e2 = grad_shifted(ctx, -eps, p, back)?;
+                        axpy(hp, -1.0, back)?;
+                        scale(hp, 0.5 / eps)?;
+                        e1 + e2
+                    }
+                };
+                ctx.evaluations += evals;
+            }
+            if self.reg > 0.0 {
+                axpy(hp, self.reg, p)?;
+            }
             let php = dot(p, hp)?;
-            if php.is_nan() || php <= 0.0 || php.is_infinite() {
+            if !php.is_finite() {
                 if k == 0 {
-                    copy(d, g0)?;
+                    copy(d, r)?;
                 }
                 break;
             }
+            if php <= tiny {
+                if k == 0 {
+                    // Negative curvature along b: the gradient step scaled by the inverse
+                    // Rayleigh quotient, b·(bᵀb/|bᵀAb|) (b unscaled when that is not finite).
+                    let s = rs / php.abs();
+                    copy(d, r)?;
+                    if representable(s) && s > 0.0 {
+                        scale(d, s as f32)?;
+                    }
+                    break;
+                }
+                if self.npc_terminate {
+                    break;
+                }
+            }
             let alpha = rs / php;
+            if !representable(alpha) {
+                break;
+            }
             axpy(d, alpha as f32, p)?;
             axpy(r, -(alpha as f32), hp)?;
             let rs_new = dot(r, r)?;
+            if k >= u64::from(self.min_iter) && rs_new.sqrt() < f64::from(self.tol) {
+                break;
+            }
             scale(p, (rs_new / rs) as f32)?;
             axpy(p, 1.0, r)?;
             rs = rs_new;
