@@ -41,7 +41,10 @@
 //! [`Error::Objective`] wrapping a [`RankError`] that names the failing rank (the lowest, when
 //! several fail) and its message, with the parameters restored as after any failed evaluation;
 //! the next step proceeds normally. A rank that panicked re-raises its panic after the
-//! collective (and after restoring its parameters). A NaN or infinite loss is a value, not a
+//! collective (and after restoring its parameters in place). One gap: with an estimator's
+//! `exact_restore(true)`, the ranks that return the error restore by copy, but the panic
+//! unwinds past the estimator's copy on the panicking rank, so its replica keeps the in-place
+//! drift (a few ulp): call [`check_replicas`] / [`broadcast`] after catching a panic. A NaN or infinite loss is a value, not a
 //! failure: it is gathered like any other, and every rank's estimator reports the same
 //! [`Error::NonFiniteLoss`] (or, in a line search, rejects the same trial).
 //!
