@@ -47,9 +47,10 @@ fn host_loss(n: usize) -> impl FnMut(&Params) -> zograd::Result<f32> {
     }
 }
 
-/// The chains checked for bit-identity: (name, n, optimiser).
 type MakeOptimizer = fn(&Gpu, &Params) -> Optimizer;
 
+/// The chains checked for bit-identity: (name, n, optimiser); names ending in `_exact` wrap the
+/// loss in `Split::exact_restore(true)`.
 fn configs() -> Vec<(&'static str, usize, MakeOptimizer)> {
     vec![
         ("mezo4_fused", 1024, |g, x| {
@@ -76,6 +77,17 @@ fn configs() -> Vec<(&'static str, usize, MakeOptimizer)> {
                 .distribution(Distribution::Gaussian)
                 .seed(14);
             Optimizer::new(g, x, est).unwrap().then(Backtracking::new())
+        }),
+        ("mezo4_fused_exact", 1024, |g, x| {
+            Optimizer::new(g, x, MeZo::new().n_samples(4).seed(15).exact_restore(true))
+                .unwrap()
+                .then(Lr::new(0.01))
+        }),
+        ("mezo5_inplace_split_exact", 1024, |g, x| {
+            Optimizer::new(g, x, MeZo::new().n_samples(5).seed(16))
+                .unwrap()
+                .then(Lr::new(0.01))
+                .fuse(false)
         }),
         ("fdm_newton", 12, |g, x| {
             Optimizer::new(g, x, Fdm::new())
@@ -134,7 +146,7 @@ fn run_child() {
         let start = data(3, n);
         let mut x = Params::from_slices(&gpu, &[&start[..]]).unwrap();
         let mut opt = make(&gpu, &x);
-        let mut loss = Split::new(host_loss(n), &world);
+        let mut loss = Split::new(host_loss(n), &world).exact_restore(name.ends_with("_exact"));
         let mut total = 0u64;
         for _ in 0..STEPS {
             total += u64::from(opt.step(&mut x, &mut loss).unwrap().evaluations);
@@ -200,11 +212,14 @@ fn run_child() {
 
     // Faults on rank 1 (rank 0 in a world of one) at its first evaluation of step 2.
     let failing = 1.min(size - 1);
-    for (tag, fault, exact) in [
-        ("error", Fault::Error, false),
-        ("panic", Fault::Panic, false),
-        ("nan", Fault::NaN, false),
-        ("error_exact", Fault::Error, true),
+    // (tag, fault, the estimator's exact_restore, the Split's exact_restore)
+    for (tag, fault, exact, split_exact) in [
+        ("error", Fault::Error, false, false),
+        ("panic", Fault::Panic, false, false),
+        ("nan", Fault::NaN, false, false),
+        ("error_exact", Fault::Error, true, false),
+        ("error_split_exact", Fault::Error, false, true),
+        ("panic_split_exact", Fault::Panic, false, true),
     ] {
         let n = 256;
         let start = data(5, n);
@@ -228,7 +243,7 @@ fn run_child() {
             }
             inner(p)
         };
-        let mut loss = Split::new(faulty, &world);
+        let mut loss = Split::new(faulty, &world).exact_restore(split_exact);
         opt.step(&mut x, &mut loss).unwrap();
         let before = x.to_vec().unwrap();
         let outcome = catch_unwind(AssertUnwindSafe(|| opt.step(&mut x, &mut loss)));
@@ -390,11 +405,13 @@ fn run_mpi(np: usize) -> Run {
     run
 }
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 7] = [
     "mezo4_fused",
     "mezo5",
     "spsa_adam",
     "rfdm_backtracking",
+    "mezo4_fused_exact",
+    "mezo5_inplace_split_exact",
     "fdm_newton",
 ];
 
@@ -413,9 +430,16 @@ fn parameters_are_bit_identical_on_every_rank_and_for_every_world_size() {
 #[test]
 fn a_world_of_one_gives_what_the_objective_alone_gives() {
     let one = launch(1);
-    // Every chain but the fused MeZO step, whose batched path restores before the update where
-    // the objective alone folds the restore into it (see the module documentation).
-    for name in ["mezo5", "spsa_adam", "rfdm_backtracking", "fdm_newton"] {
+    // Every chain but the fused MeZO step with in-place restoration, whose batched path
+    // restores before the update where the objective alone folds the restore into it (see the
+    // module documentation), and the in-place estimator through an exact-restoring Split.
+    for name in [
+        "mezo5",
+        "spsa_adam",
+        "rfdm_backtracking",
+        "mezo4_fused_exact",
+        "fdm_newton",
+    ] {
         assert_eq!(
             one.same(&format!("hash.{name}")),
             one.same(&format!("plain.{name}")),
@@ -429,7 +453,13 @@ fn every_rank_evaluates_its_share() {
     for np in [1, 2, 3] {
         let run = launch(np);
         // Points per step: MeZO 2·4 and 2·5, SPSA 2·3 (central differences, no f(x)).
-        for (name, points) in [("mezo4_fused", 8), ("mezo5", 10), ("spsa_adam", 6)] {
+        for (name, points) in [
+            ("mezo4_fused", 8),
+            ("mezo5", 10),
+            ("spsa_adam", 6),
+            ("mezo4_fused_exact", 8),
+            ("mezo5_inplace_split_exact", 10),
+        ] {
             for r in 0..np {
                 let expected = STEPS as usize * dist::share(points, np, r).len();
                 assert_eq!(
@@ -506,10 +536,18 @@ fn a_failure_on_rank_1_reaches_every_rank_and_the_next_step_succeeds() {
         assert!(run
             .same("fault.error_exact.outcome")
             .starts_with("error(rank 1)"));
-        for tag in ["error", "panic", "nan", "error_exact"] {
-            // Restored: in place, to a few ulp of |x| < 2 (2.4e-7 each); by copy, exactly.
+        for tag in [
+            "error",
+            "panic",
+            "nan",
+            "error_exact",
+            "error_split_exact",
+            "panic_split_exact",
+        ] {
+            // Restored: in place, to a few ulp of |x| < 2 (2.4e-7 each); by copy, exactly (the
+            // Split's copy also on the rank that panicked).
             let drift: f32 = run.same(&format!("fault.{tag}.drift")).parse().unwrap();
-            let bound = if tag == "error_exact" { 0.0 } else { 2e-6 };
+            let bound = if tag.ends_with("exact") { 0.0 } else { 2e-6 };
             assert!(drift <= bound, "{tag} on {np} ranks: drift {drift:e}");
             // The replicas stay identical through the failed step and the next one.
             run.same(&format!("fault.{tag}.failed_hash"));

@@ -33,7 +33,9 @@
 //! leaves the parameters at the last sample's last point and folds the restore into the update;
 //! through a `Split` the estimator takes its batched path, which restores first. The two
 //! differ by the f32 rounding of that one restore (at most a few ulp per element); P = 1, 2, 3,
-//! … through a `Split` all agree bit for bit.
+//! … through a `Split` all agree bit for bit. With the estimator's `exact_restore(true)` and
+//! [`Split::exact_restore`]`(true)`, the fused step too gives exactly what the objective alone
+//! gives.
 //!
 //! # Faults
 //! A rank whose objective returns an error or panics does not leave the others waiting: the
@@ -41,10 +43,12 @@
 //! [`Error::Objective`] wrapping a [`RankError`] that names the failing rank (the lowest, when
 //! several fail) and its message, with the parameters restored as after any failed evaluation;
 //! the next step proceeds normally. A rank that panicked re-raises its panic after the
-//! collective (and after restoring its parameters in place). One gap: with an estimator's
-//! `exact_restore(true)`, the ranks that return the error restore by copy, but the panic
-//! unwinds past the estimator's copy on the panicking rank, so its replica keeps the in-place
-//! drift (a few ulp): call [`check_replicas`] / [`broadcast`] after catching a panic. A NaN or infinite loss is a value, not a
+//! collective (and after restoring its parameters). One gap: with an estimator's
+//! `exact_restore(true)` but an in-place `Split`, the ranks that return the error restore by
+//! the estimator's copy, but the panic unwinds past that copy on the panicking rank, so its
+//! replica keeps the in-place drift (a few ulp). [`Split::exact_restore`]`(true)` restores by
+//! its own copy before re-raising and closes the gap; otherwise call [`check_replicas`] /
+//! [`broadcast`] after catching a panic. A NaN or infinite loss is a value, not a
 //! failure: it is gathered like any other, and every rank's estimator reports the same
 //! [`Error::NonFiniteLoss`] (or, in a line search, rejects the same trial).
 //!
@@ -85,7 +89,7 @@ use mpi::datatype::PartitionMut;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
-use crate::kernels::{perturb, Direction};
+use crate::kernels::{copy, perturb, Direction};
 use crate::{Error, Gpu, Objective, Params, Result};
 
 /// The MPI binding zograd is built against (rsmpi), re-exported so that a program needs no
@@ -525,13 +529,18 @@ impl Exchange {
     }
 }
 
-/// Evaluates the points `own` of `points` with `inner` while moving `params` through **every**
-/// point of `points` in place, exactly as the estimators' in-place path moves them: the points
-/// of one direction in a run (one sample of a formula, scales k·unit with integer k) are
-/// visited by steps of (k − k_prev)·unit and the direction is left by −k_last·unit. Scales that
-/// are not such multiples are visited as the trait's default `loss_batch` does (+scale, then
-/// −scale). Every rank therefore leaves `params` with the same bits, whichever points it
-/// evaluated, and the values equal those of the estimator's in-place path.
+/// Evaluates the points `own` of `points` with `inner`, moving `params` in place exactly as the
+/// estimators' in-place path moves them: the points of one direction in a run (one sample of a
+/// formula, scales k·unit with integer k) are visited by steps of (k − k_prev)·unit. Scales
+/// that are not such multiples are visited as the trait's default `loss_batch` does (+scale,
+/// then −scale).
+///
+/// Without `saved`, `params` go through **every** point (a direction is left by −k_last·unit),
+/// whichever points this rank evaluates, so every rank leaves them with the same bits, in-place
+/// drift included, and the values equal those of the estimator's in-place path. With `saved`
+/// (a copy of `params` on entry) only the directions that hold an own point are visited, each
+/// from the exact start, and left by copying `saved` back: `params` end bit-exact, and the
+/// values equal those of an estimator with `exact_restore(true)`.
 ///
 /// Returns the values of the own points (0 after a failure) and the first failure; after a
 /// failure the moves continue (so the replicas stay identical) but nothing more is evaluated.
@@ -540,6 +549,7 @@ pub(crate) fn replay(
     params: &mut Params,
     points: &[(Direction, f32)],
     own: Range<usize>,
+    saved: Option<&Params>,
     evaluations: &mut u64,
 ) -> (Vec<f32>, Option<Failure>) {
     let mut values = vec![0.0f32; own.len()];
@@ -560,8 +570,15 @@ pub(crate) fn replay(
         while j < points.len() && points[j].0 == dir {
             j += 1;
         }
-        let group = &points[i..j];
-        let unit = group[0].1.abs();
+        // With a saved copy, a direction without an own point is not visited at all, and one
+        // with own points only up to the last of them.
+        let end = if saved.is_some() {
+            (i..j).rev().find(|t| own.contains(t)).map_or(i, |t| t + 1)
+        } else {
+            j
+        };
+        let group = &points[i..end];
+        let unit = points[i].1.abs();
         let multiples: Option<Vec<i32>> = group
             .iter()
             .map(|(_, s)| {
@@ -570,42 +587,46 @@ pub(crate) fn replay(
                     .then_some(k as i32)
             })
             .collect();
-        let moved = match multiples {
+        let mut at = 0i32;
+        let mut moved = Ok(());
+        match multiples {
             Some(ks) => {
-                let mut at = 0i32;
-                let mut result = Ok(());
                 for (t, k) in ks.iter().enumerate() {
                     if *k != at {
-                        result = perturb(params, &dir, (k - at) as f32 * unit);
-                        if result.is_err() {
+                        moved = perturb(params, &dir, (k - at) as f32 * unit);
+                        if moved.is_err() {
                             break;
                         }
                         at = *k;
                     }
                     evaluate(params, i + t, &mut failure);
                 }
-                if at != 0 {
-                    let back = perturb(params, &dir, (-at) as f32 * unit);
-                    result = result.and(back);
-                }
-                result
             }
             None => {
-                let mut result = Ok(());
                 for (t, (d, s)) in group.iter().enumerate() {
-                    result = perturb(params, d, *s);
-                    if result.is_err() {
+                    moved = perturb(params, d, *s);
+                    if moved.is_err() {
                         break;
                     }
                     evaluate(params, i + t, &mut failure);
-                    result = perturb(params, d, -*s);
-                    if result.is_err() {
+                    moved = match saved {
+                        Some(saved) => copy(params, saved),
+                        None => perturb(params, d, -*s),
+                    };
+                    if moved.is_err() {
                         break;
                     }
                 }
-                result
             }
-        };
+        }
+        // Leave the direction: by copy, or by the opposite of the displacement.
+        if at != 0 || (moved.is_err() && saved.is_some()) {
+            let back = match saved {
+                Some(saved) => copy(params, saved),
+                None => perturb(params, &dir, (-at) as f32 * unit),
+            };
+            moved = moved.and(back);
+        }
         if let Err(e) = moved {
             // A kernel failed: the device is in trouble; report it and stop moving.
             if failure.is_none() {

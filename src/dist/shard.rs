@@ -145,6 +145,7 @@ impl<O: Objective> Objective for Shard<O> {
                 params,
                 points,
                 0..points.len(),
+                None,
                 &mut self.evaluations,
             )
         };

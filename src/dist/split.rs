@@ -6,7 +6,7 @@ use std::fmt;
 use mpi::traits::Communicator;
 
 use super::{caught, replay, share, Exchange};
-use crate::kernels::Direction;
+use crate::kernels::{copy, Direction};
 use crate::{Coordinate, Objective, Params, Result};
 
 /// An [`Objective`] adapter that spreads every batch of points over the ranks of a
@@ -24,9 +24,11 @@ use crate::{Coordinate, Objective, Params, Result};
 /// `has_batch()` is true, e.g. a [`BatchObjective`](crate::BatchObjective)) a rank evaluates
 /// its share in one call; otherwise it moves the parameters in place through **every** point,
 /// in the order and by the steps the estimators' in-place path uses, and evaluates the wrapped
-/// [`loss`](Objective::loss) at its own points only. The moves cost a perturbation pass per
-/// point on every rank (cheap next to a loss worth distributing) and keep the replicas
-/// bit-identical, in-place drift included. Estimators whose directions are stored rather
+/// [`loss`](Objective::loss) at its own points only. The moves cost about three perturbation
+/// passes per sample on every rank (cheap next to a loss worth distributing) and keep the
+/// replicas bit-identical, in-place drift included; with many samples per step and a loss not
+/// much dearer than a pass over the parameters, [`exact_restore`](Split::exact_restore) visits
+/// only the own samples and restores by copy instead. Estimators whose directions are stored rather
 /// than regenerated ([`RandomizedFdm`](crate::approx::RandomizedFdm) with direction momentum)
 /// and [`ForwardGradient`](crate::approx::ForwardGradient) with user JVPs evaluate point by
 /// point: correct on every rank, but on rank 0 only.
@@ -42,6 +44,8 @@ pub struct Split<O> {
     inner: O,
     ex: Exchange,
     evaluations: u64,
+    exact_restore: bool,
+    saved: Option<Params>,
 }
 
 impl<O> fmt::Debug for Split<O> {
@@ -61,7 +65,36 @@ impl<O: Objective> Split<O> {
             inner,
             ex: Exchange::new(comm),
             evaluations: 0,
+            exact_restore: false,
+            saved: None,
         }
+    }
+
+    /// Restore by copy (default false): each rank keeps one copy of the parameters (n floats
+    /// of GPU memory), visits only the directions that hold one of its own points, and puts
+    /// the parameters back by copying, bit-exactly. The perturbation passes per rank then fall
+    /// from about 3·S per step (every rank visits every sample, see the type's documentation)
+    /// to about 3·S/P + S/P copies, which matters when S is large and the loss is not much
+    /// dearer than a pass over the parameters. The values are those of an estimator with
+    /// `exact_restore(true)` (each sample starts from the exact parameters), so a run with the
+    /// estimator's `exact_restore(true)` gives the same parameters as the objective alone, the
+    /// fused MeZO step included; with the estimator's in-place restoration it still gives the
+    /// same parameters on every rank and for every number of ranks. Only for wrapped objectives
+    /// without their own batch methods (the others never move the parameters).
+    #[must_use]
+    pub fn exact_restore(mut self, exact_restore: bool) -> Self {
+        self.exact_restore = exact_restore;
+        if !exact_restore {
+            self.saved = None;
+        }
+        self
+    }
+
+    /// Bytes of GPU memory the adapter owns: n·4 with [`exact_restore`](Split::exact_restore)
+    /// once the copy exists, else 0.
+    #[must_use]
+    pub fn state_bytes(&self) -> u64 {
+        self.saved.as_ref().map_or(0, Params::owned_bytes)
     }
 
     /// This process's rank.
@@ -148,8 +181,31 @@ impl<O: Objective> Objective for Split<O> {
                     Err(f) => (vec![0.0; mine.len()], Some(f)),
                 }
             }
+        } else if self.exact_restore {
+            let saved = &mut self.saved;
+            match caught(|| {
+                let s = crate::params::ensure_like(saved, params)?;
+                copy(s, params)
+            }) {
+                Ok(()) => replay(
+                    &mut self.inner,
+                    params,
+                    points,
+                    own,
+                    self.saved.as_ref(),
+                    &mut self.evaluations,
+                ),
+                Err(f) => (vec![0.0; own.len()], Some(f)),
+            }
         } else {
-            replay(&mut self.inner, params, points, own, &mut self.evaluations)
+            replay(
+                &mut self.inner,
+                params,
+                points,
+                own,
+                None,
+                &mut self.evaluations,
+            )
         };
         let counts = self.counts(points.len());
         let all = self.ex.gather_values(&values, failure, &counts)?;
