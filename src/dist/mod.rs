@@ -233,8 +233,9 @@ pub fn broadcast<C: Communicator>(comm: &C, params: &mut Params, root: i32) -> R
 
 /// Compares a checksum of the parameters across the ranks of `comm` (collective) and returns it
 /// when every rank holds the same bytes. Cheap enough to call every k steps: one download of
-/// the parameters (n floats), an FNV-1a hash of their bytes on the host ([`params_hash`]) and
-/// an all-gather of 12 bytes per rank.
+/// the parameters (n floats), an FNV-1a hash of their bytes on the host ([`params_hash`]), an
+/// `MPI_Comm_dup` of `comm` (zograd's messages never mix with the program's) and an all-gather
+/// of 12 bytes per rank.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the ranks whose parameters differ from rank 0's (every

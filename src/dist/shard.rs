@@ -45,7 +45,8 @@ impl<O> fmt::Debug for Shard<O> {
 
 impl<O: Objective> Shard<O> {
     /// Wraps `inner` (this rank's loss on its shard) for the ranks of `comm` (duplicated).
-    /// Collective: every rank of `comm` must call it.
+    /// Collective: every rank of `comm` must call it. Drop the adapter before
+    /// the MPI `Universe` (it frees its communicator when dropped).
     pub fn new<C: Communicator>(inner: O, comm: &C) -> Self {
         Self {
             inner,

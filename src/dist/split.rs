@@ -59,7 +59,8 @@ impl<O> fmt::Debug for Split<O> {
 
 impl<O: Objective> Split<O> {
     /// Wraps `inner` for the ranks of `comm` (duplicated: zograd's collectives never match the
-    /// program's own messages). Collective: every rank of `comm` must call it.
+    /// program's own messages). Collective: every rank of `comm` must call it. Drop the adapter
+    /// before the MPI `Universe` (it frees its communicator when dropped).
     pub fn new<C: Communicator>(inner: O, comm: &C) -> Self {
         Self {
             inner,
