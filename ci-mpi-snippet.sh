@@ -20,4 +20,5 @@ cargo clippy --release --all-targets --features mpi -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features mpi
 echo "=== MPI: WGPU_BACKEND=vulkan, mpirun -np 1, 2, 3"
 WGPU_BACKEND=vulkan cargo test --release --features mpi --test mpi
+WGPU_BACKEND=vulkan cargo test --release --features mpi --lib dist
 WGPU_BACKEND=vulkan cargo test --release --features mpi --doc dist
