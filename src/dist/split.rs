@@ -35,6 +35,9 @@ use crate::{Coordinate, Objective, Params, Result};
 ///
 /// Every rank must call the same methods in the same order (run the same program with the
 /// same seeds); see the [module documentation](crate::dist) for identical replicas and faults.
+/// The wrapped objective must be local to its rank: one that runs MPI collectives itself
+/// would wait forever when only rank 0 evaluates (wrap such a loss in
+/// [`Shard`](super::Shard), which calls it on every rank for every point).
 ///
 /// Traffic per `loss_batch` of N points on P ranks: one `MPI_Allgatherv` that leaves
 /// 4·(N + P) bytes on every rank (the values and one status word per rank), plus a broadcast
