@@ -52,10 +52,14 @@
 //! failure: it is gathered like any other, and every rank's estimator reports the same
 //! [`Error::NonFiniteLoss`] (or, in a line search, rejects the same trial).
 //!
-//! A rank that dies (killed, segfault, lost node) is MPI's to report: Open MPI's `mpirun`
-//! notices the exit and aborts the whole job with a message naming the process
-//! ("prterun noticed that process rank 1 … exited on signal 9"); the other ranks do not return
-//! from the collective they wait in.
+//! A rank that dies (killed, segfault, lost node) is MPI's to report: zograd cannot return an
+//! error from a collective that a dead rank never joins. Open MPI's `mpirun` notices the exit,
+//! kills the other ranks (which were waiting in the collective) and exits with a non-zero
+//! status, printing (Open MPI 4.1, rank 1 killed with `kill -9` during a step):
+//!
+//! ```text
+//! mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed).
+//! ```
 //!
 //! # Example
 //! ```no_run
