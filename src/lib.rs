@@ -11,6 +11,8 @@ mod shader_objective;
 
 pub mod approx;
 pub mod cpu;
+#[cfg(feature = "mpi")]
+pub mod dist;
 pub mod kernels;
 pub mod optim;
 pub mod rng;
