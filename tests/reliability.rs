@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Reliability (GUARANTEES.md): bad input, faults inside a step, device errors, large
+//! Reliability (README, "Guarantees"): bad input, faults inside a step, device errors, large
 //! parameters, long runs, threads and restore drift. One test (or a few) per row of the table
-//! in GUARANTEES.md.
+//! in README, "Guarantees".
 //!
 //! Tests that open a second device, provoke device-wide errors or measure memory hold the
 //! [`exclusive`] lock, so nothing else in this binary runs on the device meanwhile (wgpu's GL

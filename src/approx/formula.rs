@@ -8,7 +8,7 @@ use std::str::FromStr;
 use crate::Error;
 
 /// A finite-difference formula for the directional derivative `D ≈ ∇f(x)·u` from values
-/// `f_k = f(x + k·h·u)` (SPEC.md §1, torchzero's `_FD_Formula`).
+/// `f_k = f(x + k·h·u)` (ARCHITECTURE.md, "Formula table"; torchzero's `_FD_Formula`).
 ///
 /// | variant | torchzero names | D | points (in order) |
 /// |---|---|---|---|

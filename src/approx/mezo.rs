@@ -26,7 +26,7 @@ use crate::{Distribution, Error, Gpu, Params, Result};
 /// formulas), 2S with Central; torchzero 0.4.4's closure target evaluates f(x) once more after
 /// every central-difference estimate (3 per step), zograd only when the formula or a later
 /// module needs it, deliberately. Unlike torchzero's MeZO, a uniform perturbation is h·U(−√3, √3)
-/// (SPEC.md §6).
+/// (ARCHITECTURE.md, "torchzero differences").
 ///
 /// Reference: S. Malladi, T. Gao, E. Nichani, A. Damian, J. D. Lee, D. Chen, S. Arora,
 /// "Fine-tuning language models with just forward passes", NeurIPS 2023, arXiv:2305.17333.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Zeroth-order gradient approximators: torchzero's `grad_approximation` module with the
-//! parameters on the GPU (SPEC.md §1–§3, §5).
+//! parameters on the GPU.
 //!
 //! | estimator | what it estimates | evaluations per call (f₀ not known) | GPU state |
 //! |---|---|---|---|
@@ -11,6 +11,19 @@
 //!
 //! m is the number of points of the [`Formula`] (Central 2, Forward 1, Central4 4, …), n the
 //! number of parameters, S `n_samples`. `exact_restore(true)` adds one copy of x (n floats).
+//! torchzero 0.4.4's closure target evaluates f(x) once more after every central-difference
+//! estimate (3 evaluations per SPSA or MeZO step, 2n + 1 per FDM gradient, and one more at
+//! every Newton-CG Hessian-vector point); zograd evaluates f(x) only when the formula or a
+//! module of the chain needs it, and keeps its lower count deliberately.
+//!
+//! [`RandomizedFdm`], [`MeZo`] and [`ForwardGradient`] are one [`Sampler`] each (settings,
+//! counters, restore policy and gradient write in one place) with their own part.
+//!
+//! # Non-finite losses
+//! A NaN or infinite loss is [`Error::NonFiniteLoss`] by default (the parameters restored).
+//! With `allow_non_finite(true)` (on every estimator) it propagates instead: the affected
+//! coefficients, and so the estimate, are NaN or ±∞, and the chain that consumes them must
+//! handle that.
 //!
 //! Every random estimator computes one coefficient per sample on the host (in f64) and adds
 //! all samples to the gradient with ONE [`accumulate`](crate::kernels::accumulate) pass; the
@@ -94,7 +107,7 @@ pub enum Target {
     Closure,
 }
 
-/// A gradient estimator from loss values only (SPEC.md §3).
+/// A gradient estimator from loss values only.
 ///
 /// Implement it for your own estimator with the public [`crate::kernels`]; see
 /// `examples/custom_approximator.rs` for a one-measurement SPSA in a few dozen lines.
@@ -189,7 +202,7 @@ pub trait GradApproximator {
     }
 
     /// Estimates the gradient ĝ at `params` and applies `x ← a·x − alpha·ĝ` in place, without a
-    /// gradient buffer (the fused MeZO step, SPEC.md §4). Called after
+    /// gradient buffer (the fused MeZO step of [`MeZo`]). Called after
     /// [`pre_step`](GradApproximator::pre_step) by [`Optimizer`](crate::optim::Optimizer) when
     /// [`can_fuse`](GradApproximator::can_fuse) is true.
     ///
