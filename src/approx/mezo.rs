@@ -4,7 +4,7 @@
 use super::probe::{Along, Sample};
 use super::sampling::{evaluate, Call, Kind, Sampler};
 use super::{Estimate, Formula, Objective};
-use crate::kernels::{scale_accumulate, Direction};
+use crate::kernels::Direction;
 use crate::restore::{Move, Restore};
 use crate::{Distribution, Error, Gpu, Params, Result};
 
@@ -159,8 +159,7 @@ impl MeZo {
             }
             *c = coeff as f32;
         }
-        let d = last_dir;
-        scale_accumulate(guard.params(), a, d.distribution, d.seed, d.step, &terms)?;
+        self.scale_accumulate(guard.params(), a, &terms)?;
         guard.keep();
         Ok(estimate)
     }

@@ -171,9 +171,25 @@ impl Kind for RandomizedKind {
         match &s.kind.momentum {
             Some(m) => {
                 let inv_s = 1.0 / f64::from(s.set.n_samples);
-                fill(grad, 0.0)?;
-                for (v, d) in m.directions.iter().zip(&diffs.derivatives) {
-                    axpy(grad, (d * inv_s) as f32, v)?;
+                let coeffs: Vec<f32> = diffs
+                    .derivatives
+                    .iter()
+                    .map(|d| (d * inv_s) as f32)
+                    .collect();
+                if !s.set.allow_non_finite || coeffs.iter().all(|c| c.is_finite()) {
+                    fill(grad, 0.0)?;
+                    for (v, c) in m.directions.iter().zip(&coeffs) {
+                        axpy(grad, *c, v)?;
+                    }
+                } else {
+                    // allow_non_finite (axpy takes finite factors only): on the host.
+                    let mut g = vec![0.0f32; grad.len() as usize];
+                    for (v, c) in m.directions.iter().zip(&coeffs) {
+                        for (gi, vi) in g.iter_mut().zip(v.to_vec()?) {
+                            *gi += c * vi;
+                        }
+                    }
+                    grad.write(&g)?;
                 }
             }
             None => s.write(grad, &s.terms(&dirs, &diffs.derivatives))?,

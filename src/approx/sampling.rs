@@ -12,9 +12,9 @@ use super::probe::{differences, Differences, Sample};
 use super::{
     check_buffers, check_h, check_samples, Estimate, Formula, GradApproximator, Objective, Target,
 };
-use crate::kernels::{accumulate, fill, Direction};
+use crate::kernels::{self, fill, Direction};
 use crate::restore::{check_device, saved_copy};
-use crate::{Distribution, Error, Gpu, Params, Result};
+use crate::{cpu, Distribution, Error, Gpu, Params, Result};
 
 /// The settings of a direction-based estimator, each stored as given and checked at use.
 #[derive(Clone, Copy, Debug)]
@@ -278,8 +278,26 @@ impl<K> Sampler<K> {
     /// `grad ← Σ terms_s · z(seed, step, sample_s)` in one accumulate pass.
     pub(super) fn write(&self, grad: &mut Params, terms: &[(u32, f32)]) -> Result<()> {
         fill(grad, 0.0)?;
-        let d = &self.set;
-        accumulate(grad, d.distribution, d.seed, self.step, terms)
+        self.scale_accumulate(grad, 1.0, terms)
+    }
+
+    /// `x ← a·x + Σ terms_s · z(seed, step, sample_s)` in one GPU pass; with
+    /// `allow_non_finite` and a NaN or infinite coefficient (which the kernels reject) by the
+    /// CPU twin instead, so that NaN and ±∞ propagate as IEEE arithmetic says.
+    pub(super) fn scale_accumulate(
+        &self,
+        x: &mut Params,
+        a: f32,
+        terms: &[(u32, f32)],
+    ) -> Result<()> {
+        let (d, step) = (&self.set, self.step);
+        if d.allow_non_finite && terms.iter().any(|t| !t.1.is_finite()) {
+            let mut host = x.to_vec()?;
+            let n = host.len() as u64;
+            cpu::scale_accumulate(&mut host, a, 0, d.distribution, d.seed, step, terms, n);
+            return x.write(&host);
+        }
+        kernels::scale_accumulate(x, a, d.distribution, d.seed, step, terms)
     }
 }
 
