@@ -147,16 +147,8 @@ impl Fdm {
         let offsets = formula.offsets();
         let m = offsets.len();
         let x0 = params.to_vec()?;
-        let mut evaluations = 0u32;
         let allow = self.allow_non_finite;
-        let f0 = unperturbed_loss(
-            formula,
-            allow,
-            known_f0,
-            objective,
-            params,
-            &mut evaluations,
-        )?;
+        let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
         let h = f64::from(self.h);
         let point = |i: usize, k: i32| (f64::from(x0[i]) + f64::from(k) * h) as f32;
         let mut g = vec![0.0f32; x0.len()];

@@ -2,7 +2,7 @@
 //! [`MeZo`]: memory-efficient zeroth-order estimation (directions regenerated, never stored).
 
 use super::probe::{Along, Sample};
-use super::sampling::{evaluate, Call, Kind, Sampler};
+use super::sampling::{evaluate, Call, Fused, Kind, Sampler};
 use super::{Estimate, Formula, Objective};
 use crate::kernels::Direction;
 use crate::restore::{Move, Restore};
@@ -182,12 +182,7 @@ impl Kind for MeZoKind {
     /// [`scale_accumulate`](crate::kernels::scale_accumulate) pass then restores, decays and
     /// updates them, `x ← a·x − alpha·(1/S)·Σ D_s z_s`, regenerating every z from its seed. No
     /// n-sized buffer exists (with `exact_restore`, only the saved copy).
-    fn fused_step(
-        s: &mut Sampler<Self>,
-        call: Call<'_>,
-        a: f32,
-        alpha: f32,
-    ) -> Option<Result<Estimate>> {
+    fn fused_step(s: &mut Sampler<Self>, call: Call<'_>, a: f32, alpha: f32) -> Fused {
         Some(s.fused(call, a, alpha))
     }
 }

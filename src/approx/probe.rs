@@ -75,15 +75,7 @@ pub(crate) fn differences(
 ) -> Result<Differences> {
     let (formula, allow) = (set.formula, set.allow_non_finite);
     let offsets = formula.offsets();
-    let mut evaluations = 0u32;
-    let f0 = unperturbed_loss(
-        formula,
-        allow,
-        known_f0,
-        objective,
-        params,
-        &mut evaluations,
-    )?;
+    let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
     let batched =
         objective.has_batch() && samples.iter().all(|s| matches!(s.along, Along::Philox(_)));
     let mut guard = Restore::new(params);
@@ -172,28 +164,23 @@ pub(crate) fn differences(
     })
 }
 
-/// f₀ = f(x) when `formula` uses it: the caller's `known_f0` or one evaluation, counted in
-/// `evaluations`; checked finite unless `allow`. `None` for formulas without f₀.
+/// f₀ = f(x) when `formula` uses it: the caller's `known_f0` or one evaluation; checked finite
+/// unless `allow`. Returns f₀ (`None` for formulas without it) and the evaluations made (0 or 1).
 pub(crate) fn unperturbed_loss(
     formula: Formula,
     allow: bool,
     known_f0: Option<f32>,
     objective: &mut dyn Objective,
     params: &Params,
-    evaluations: &mut u32,
-) -> Result<Option<f32>> {
+) -> Result<(Option<f32>, u32)> {
     if !formula.uses_f0() {
-        return Ok(None);
+        return Ok((None, 0));
     }
-    let v = match known_f0 {
-        Some(v) => check_value(v, allow, || "the given loss f(x)".into())?,
-        None => {
-            *evaluations += 1;
-            let v = objective.loss(params)?;
-            check_value(v, allow, || "f(x) (unperturbed)".into())?
-        }
+    let (v, evaluations, what) = match known_f0 {
+        Some(v) => (v, 0, "the given loss f(x)"),
+        None => (objective.loss(params)?, 1, "f(x) (unperturbed)"),
     };
-    Ok(Some(v))
+    Ok((Some(check_value(v, allow, || what.into())?), evaluations))
 }
 
 fn point_name(k: i32, sample: usize) -> String {

@@ -74,6 +74,9 @@ impl<'c> Call<'c> {
     }
 }
 
+/// What a kind's fused step returns: `None` when it has none.
+pub(crate) type Fused = Option<Result<Estimate>>;
+
 /// What an estimator adds to the [`Sampler`] core: its evaluation of one call and its own
 /// state. Implemented by the three kinds of this crate only.
 pub(crate) trait Kind: Sized {
@@ -92,12 +95,7 @@ pub(crate) trait Kind: Sized {
     ///
     /// # Errors
     /// As [`GradApproximator::fused_step`].
-    fn fused_step(
-        s: &mut Sampler<Self>,
-        call: Call<'_>,
-        a: f32,
-        alpha: f32,
-    ) -> Option<Result<Estimate>> {
+    fn fused_step(s: &mut Sampler<Self>, call: Call<'_>, a: f32, alpha: f32) -> Fused {
         let _ = (s, call, a, alpha);
         None
     }
