@@ -8,6 +8,7 @@ use super::probe::{Along, Sample};
 use super::sampling::{evaluate, Call, Kind, Sampler};
 use super::{check_value, entropy_seed, Estimate, Formula};
 use crate::kernels::{accumulate, fill, norm, Direction};
+use crate::params::ensure_like;
 use crate::{Distribution, Error, Gpu, Params, Result};
 
 /// How [`ForwardGradient`] obtains the directional derivative ∇f(x)·u.
@@ -162,15 +163,7 @@ impl ForwardKind {
                 gpu.sphere_norms(dirs[0].seed, dirs[0].step, &samples, n)
             }
             Some(Distribution::Uniform) => {
-                let fits = self
-                    .scratch
-                    .as_ref()
-                    .is_some_and(|s| s.gpu().same(params.gpu()) && s.same_shape(params));
-                if !fits {
-                    self.scratch = None;
-                    self.scratch = Some(params.zeros_like()?);
-                }
-                let scratch = self.scratch.as_mut().expect("scratch exists");
+                let scratch = ensure_like(&mut self.scratch, params)?;
                 dirs.iter()
                     .map(|d| {
                         fill(scratch, 0.0)?;
