@@ -330,3 +330,37 @@ fn formula_try_combine_names_bad_arguments_and_combine_does_not_panic() {
     assert!(Formula::Forward.combine(None, &[1.0], 0.1).is_nan());
     assert_eq!(Formula::Central.combine(None, &[3.0, 1.0], 0.5), 2.0);
 }
+
+#[test]
+fn mezo_takes_pre_generate_from_the_shared_core() {
+    let gpu = common::gpu();
+    let x0 = common::data(12, 40);
+    let mut x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
+    let mut g = x.zeros_like().unwrap();
+    let mut loss = |p: &Params| -> Result<f32> { Ok(quad(&p.to_vec()?)) };
+    let samples = |m: &MeZo| -> Vec<u32> { m.next_directions().iter().map(|d| d.sample).collect() };
+    // Default: every call of a step draws samples 0 … S − 1.
+    let mut same = MeZo::new().n_samples(2).seed(3);
+    same.pre_step();
+    same.approximate(&gpu, &mut x, &mut loss, &mut g).unwrap();
+    assert_eq!(samples(&same), [0, 1]);
+    // pre_generate(false): the second call of the step draws samples 2 and 3, and its gradient
+    // is the one of those directions (the textbook SPSA term D_s·u_s with D_s ≈ ∇f·u_s = 2x·u_s
+    // up to O(h²)).
+    let mut fresh = MeZo::new().n_samples(2).seed(3).pre_generate(false);
+    fresh.pre_step();
+    fresh.approximate(&gpu, &mut x, &mut loss, &mut g).unwrap();
+    assert_eq!(samples(&fresh), [2, 3]);
+    let (_, terms) = fresh.estimate_terms(&gpu, &mut x, &mut loss, None).unwrap();
+    assert_eq!(terms.iter().map(|t| t.0).collect::<Vec<_>>(), [2, 3]);
+    for (s, c) in terms {
+        let u: Vec<f32> = (0..40)
+            .map(|i| zograd::rng::perturbation(Distribution::Rademacher, 3, 1, s, i))
+            .collect();
+        let d: f32 = x0.iter().zip(&u).map(|(x, u)| 2.0 * x * u).sum();
+        assert!(
+            (2.0 * c - d).abs() < 1e-2 * (1.0 + d.abs()),
+            "sample {s}: {c} vs {d}/2"
+        );
+    }
+}

@@ -109,7 +109,7 @@ pub type ForwardGradient = Sampler<ForwardKind>;
 
 /// What a [`ForwardGradient`] adds to the [`Sampler`] core: how the directional derivative is
 /// obtained, and the scratch buffer of Uniform directions' norms.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ForwardKind {
     jvp: Jvp,
     scratch: Option<Params>,
@@ -126,11 +126,11 @@ impl ForwardGradient {
     /// pre-generated directions, a seed from OS entropy.
     #[must_use]
     pub fn new() -> Self {
-        let kind = ForwardKind {
-            jvp: Jvp::Central,
-            scratch: None,
-        };
-        Sampler::with(kind, Distribution::Gaussian, entropy_seed())
+        Sampler::with(
+            ForwardKind::default(),
+            Distribution::Gaussian,
+            entropy_seed(),
+        )
     }
 
     /// How the directional derivative is computed.
@@ -142,13 +142,6 @@ impl ForwardGradient {
             Jvp::Forward => Formula::Forward,
             Jvp::Central | Jvp::User => Formula::Central,
         };
-        self
-    }
-
-    /// Same directions for every call within a step (true) or new ones per call (false).
-    #[must_use]
-    pub fn pre_generate(mut self, pre_generate: bool) -> Self {
-        self.set.pre_generate = pre_generate;
         self
     }
 }

@@ -17,9 +17,9 @@ use crate::{Distribution, Error, Gpu, Params, Result};
 /// every use — perturb, restore, accumulate, and a fused update in the optimiser — and never
 /// stored: the estimator owns **no n-sized buffer** ([`state_bytes`](super::GradApproximator::state_bytes)
 /// is 0) unless `exact_restore(true)` asks for one saved copy of x. Two runs with the same seed
-/// and steps are bit-identical. Every call within a step uses the same directions (as torchzero,
-/// whose perturbation functions are fixed per step); [`pre_step`](super::GradApproximator::pre_step)
-/// moves to the next step.
+/// and steps are bit-identical. By default (`pre_generate(true)`) every call within a step uses
+/// the same directions, as torchzero, whose perturbation functions are fixed per step;
+/// [`pre_step`](super::GradApproximator::pre_step) moves to the next step.
 ///
 /// Defaults (torchzero's): h = 1e-3, n_samples = 1, formula = Central, distribution =
 /// Rademacher, seed = 0, target = Closure. Evaluations per call: m·S (+1 for f₀ with one-sided

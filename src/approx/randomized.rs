@@ -79,7 +79,7 @@ pub type RandomizedFdm = Sampler<RandomizedKind>;
 
 /// What a [`RandomizedFdm`] adds to the [`Sampler`] core: the direction momentum β and its
 /// stored directions.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RandomizedKind {
     beta: f32,
     momentum: Option<Momentum>,
@@ -104,11 +104,11 @@ impl RandomizedFdm {
     /// momentum, a seed from OS entropy.
     #[must_use]
     pub fn new() -> Self {
-        let kind = RandomizedKind {
-            beta: 0.0,
-            momentum: None,
-        };
-        Sampler::with(kind, Distribution::Rademacher, entropy_seed())
+        Sampler::with(
+            RandomizedKind::default(),
+            Distribution::Rademacher,
+            entropy_seed(),
+        )
     }
 
     /// The finite-difference formula.
@@ -118,25 +118,17 @@ impl RandomizedFdm {
         self
     }
 
+    /// The estimator itself: kept from when the presets were wrapper types
+    /// (`Spsa::new().into_inner()` still compiles and gives the same `RandomizedFdm`).
+    pub fn into_inner(self) -> Self {
+        self
+    }
+
     /// Direction momentum β ∈ [0, 1] (0 = off; see the type's documentation); costs S·n floats
     /// of GPU memory.
     #[must_use]
     pub fn beta(mut self, beta: f32) -> Self {
         self.kind.beta = beta;
-        self
-    }
-
-    /// Same directions for every call within a step (true) or new ones per call (false).
-    #[must_use]
-    pub fn pre_generate(mut self, pre_generate: bool) -> Self {
-        self.set.pre_generate = pre_generate;
-        self
-    }
-
-    /// The estimator itself: kept from when the presets were wrapper types
-    /// (`Spsa::new().into_inner()` still compiles and gives the same `RandomizedFdm`).
-    #[must_use]
-    pub fn into_inner(self) -> Self {
         self
     }
 }

@@ -199,6 +199,14 @@ impl<K> Sampler<K> {
         self
     }
 
+    /// Same directions for every call within a step (true, the default) or new ones per call
+    /// (false: the c-th call of a step uses samples c·S … c·S + S − 1).
+    #[must_use]
+    pub fn pre_generate(mut self, pre_generate: bool) -> Self {
+        self.set.pre_generate = pre_generate;
+        self
+    }
+
     /// The seed in use (set with `seed`, else the estimator's default).
     #[must_use]
     pub fn current_seed(&self) -> u64 {
