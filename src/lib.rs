@@ -7,6 +7,7 @@ mod error;
 pub(crate) mod gpu;
 mod objective;
 mod params;
+mod restore;
 mod shader_objective;
 
 pub mod approx;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! [`Objective`]: the black-box loss the estimators query.
 
-use crate::kernels::{perturb, Direction};
+use crate::kernels::Direction;
+use crate::restore::{Move, Restore};
 use crate::{Error, Params, Result};
 
 /// A scalar loss of parameters that live on the GPU.
@@ -19,7 +20,7 @@ use crate::{Error, Params, Result};
 ///   [`ForwardGradient`](crate::approx::ForwardGradient) with [`Jvp::User`](crate::approx::Jvp).
 ///
 /// # Example
-/// ```no_run
+/// ```
 /// use zograd::{approx::{GradApproximator, Spsa}, Objective, Params};
 /// # fn main() -> zograd::Result<()> {
 /// let gpu = zograd::Gpu::new()?;
@@ -57,13 +58,10 @@ pub trait Objective {
     fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(points.len());
         for (dir, scale) in points {
-            perturb(params, dir, *scale)?;
-            let undo = Undo {
-                params: &mut *params,
-                restore: Restore::Shift(*dir, -*scale),
-            };
-            let value = self.loss(undo.params);
-            undo.finish()?;
+            let by = Move::Perturb(*dir, *scale);
+            let mut guard = Restore::moved(params, by, Move::Perturb(*dir, -*scale))?;
+            let value = self.loss(guard.params());
+            guard.finish()?;
             out.push(value?);
         }
         Ok(out)
@@ -83,13 +81,10 @@ pub trait Objective {
     ) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(points.len());
         for p in points {
-            params.write_at(p.index, &[p.value])?;
-            let undo = Undo {
-                params: &mut *params,
-                restore: Restore::Write(p.index, p.original),
-            };
-            let value = self.loss(undo.params);
-            undo.finish()?;
+            let by = Move::Write(p.index, p.value);
+            let mut guard = Restore::moved(params, by, Move::Write(p.index, p.original))?;
+            let value = self.loss(guard.params());
+            guard.finish()?;
             out.push(value?);
         }
         Ok(out)
@@ -163,40 +158,5 @@ where
 {
     fn loss(&mut self, params: &Params) -> Result<f32> {
         self(params).into_loss()
-    }
-}
-
-enum Restore {
-    Shift(Direction, f32),
-    Write(u64, f32),
-}
-
-/// Undoes one point of the default batch methods on every exit path, panics included.
-struct Undo<'a> {
-    params: &'a mut Params,
-    restore: Restore,
-}
-
-impl Undo<'_> {
-    fn apply(&mut self) -> Result<()> {
-        match self.restore {
-            Restore::Shift(dir, scale) => perturb(self.params, &dir, scale),
-            Restore::Write(index, value) => self.params.write_at(index, &[value]),
-        }
-    }
-
-    /// Undoes the point now; if that fails, the drop tries again.
-    fn finish(mut self) -> Result<()> {
-        let r = self.apply();
-        if r.is_ok() {
-            std::mem::forget(self);
-        }
-        r
-    }
-}
-
-impl Drop for Undo<'_> {
-    fn drop(&mut self) {
-        let _ = self.apply();
     }
 }

@@ -268,3 +268,47 @@ fn a_known_loss_saves_the_f0_evaluation() {
         .unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { .. }), "{err}");
 }
+
+#[test]
+fn default_batch_methods_put_x_back_when_the_loss_panics() {
+    let gpu = common::gpu();
+    // Multiples of 1/8 in [-4, 4): x ± 0.25 is exact in f32, so the opposite move restores
+    // bit for bit and any missed restore shows.
+    let x0: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) / 8.0).collect();
+    let mut x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
+    let dir = Direction {
+        distribution: Distribution::Rademacher,
+        seed: 2,
+        step: 1,
+        sample: 0,
+    };
+    let coords = [
+        Coordinate {
+            index: 5,
+            value: 9.0,
+            original: x0[5],
+        },
+        Coordinate {
+            index: 6,
+            value: -9.0,
+            original: x0[6],
+        },
+    ];
+    for coordinates in [false, true] {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut calls = 0;
+            let mut panicking = |p: &Params| -> f32 {
+                calls += 1;
+                assert!(calls != 2, "the loss panics at its second point");
+                p.len() as f32
+            };
+            if coordinates {
+                let _ = panicking.loss_batch_coords(&mut x, &coords);
+            } else {
+                let _ = panicking.loss_batch(&mut x, &[(dir, 0.25), (dir, -0.25)]);
+            }
+        }));
+        assert!(caught.is_err());
+        assert_eq!(x.to_vec().unwrap(), x0, "coordinates: {coordinates}");
+    }
+}

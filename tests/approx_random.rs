@@ -83,7 +83,7 @@ fn offsets(f: Formula) -> &'static [i32] {
     }
 }
 
-/// The textbook formulas (SPEC.md §1), from f0 and the values at `offsets(f)`.
+/// The textbook formulas (ARCHITECTURE.md, "Formula table"), from f0 and the values at `offsets(f)`.
 fn textbook(f: Formula, f0: f64, v: &[f64], h: f64) -> f64 {
     match f {
         Formula::Forward => (v[0] - f0) / h,

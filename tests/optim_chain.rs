@@ -298,7 +298,7 @@ fn bad_hyper_parameters_are_named_and_change_nothing() {
     );
 }
 
-/// Targets (SPEC.md §3): Update keeps no gradient, Grad keeps it, Closure also lends the
+/// Targets ([`Target`]): Update keeps no gradient, Grad keeps it, Closure also lends the
 /// approximator to later modules; a chain that needs more is refused before any evaluation.
 #[test]
 fn targets_decide_what_the_chain_may_use() {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Reliability (GUARANTEES.md): bad input, faults inside a step, device errors, large
+//! Reliability (README, "Guarantees"): bad input, faults inside a step, device errors, large
 //! parameters, long runs, threads and restore drift. One test (or a few) per row of the table
-//! in GUARANTEES.md.
+//! in README, "Guarantees".
 //!
 //! Tests that open a second device, provoke device-wide errors or measure memory hold the
 //! [`exclusive`] lock, so nothing else in this binary runs on the device meanwhile (wgpu's GL
@@ -413,11 +413,95 @@ fn quad(x: &[f32]) -> f32 {
     s as f32
 }
 
+thread_local! {
+    /// Whether the optimiser is inside its approximator (set by [`Marked`]).
+    static IN_APPROXIMATOR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// An approximator that marks the evaluations made inside it ([`IN_APPROXIMATOR`]), so that
+/// [`Faulty`] can tell the estimator's own evaluations from the modules' (line-search trials,
+/// f(x) for a line search).
+struct Marked<A>(A);
+
+impl<A: GradApproximator> Marked<A> {
+    fn inside<T>(&mut self, f: impl FnOnce(&mut A) -> T) -> T {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                IN_APPROXIMATOR.with(|c| c.set(false));
+            }
+        }
+        IN_APPROXIMATOR.with(|c| c.set(true));
+        let _reset = Reset;
+        f(&mut self.0)
+    }
+}
+
+impl<A: GradApproximator> GradApproximator for Marked<A> {
+    fn pre_step(&mut self) {
+        self.0.pre_step();
+    }
+
+    fn abort_step(&mut self) {
+        self.0.abort_step();
+    }
+
+    fn approximate(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn zograd::Objective,
+        grad: &mut Params,
+    ) -> Result<zograd::approx::Estimate> {
+        self.inside(|a| a.approximate(gpu, params, objective, grad))
+    }
+
+    fn approximate_with_loss(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn zograd::Objective,
+        grad: &mut Params,
+        loss: f32,
+    ) -> Result<zograd::approx::Estimate> {
+        self.inside(|a| a.approximate_with_loss(gpu, params, objective, grad, loss))
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.0.state_bytes()
+    }
+
+    fn restores_exactly(&self) -> bool {
+        self.0.restores_exactly()
+    }
+
+    fn current_target(&self) -> zograd::approx::Target {
+        self.0.current_target()
+    }
+
+    fn can_fuse(&self) -> bool {
+        self.0.can_fuse()
+    }
+
+    fn fused_step(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn zograd::Objective,
+        a: f32,
+        alpha: f32,
+    ) -> Result<zograd::approx::Estimate> {
+        self.inside(|e| e.fused_step(gpu, params, objective, a, alpha))
+    }
+}
+
 /// The quadratic loss, with a fault at evaluation `at` (1-based).
 struct Faulty {
     calls: u32,
     at: u32,
     fault: Fault,
+    /// For each evaluation: whether it ran inside the approximator, and the point.
+    seen: Vec<(bool, Vec<f32>)>,
 }
 
 impl Faulty {
@@ -426,7 +510,24 @@ impl Faulty {
             calls: 0,
             at,
             fault,
+            seen: Vec::new(),
         }
+    }
+
+    /// The evaluations (1-based) of a step from `x0` that were line-search trials: made by a
+    /// module (not inside the approximator) at a point away from x0 by more than the in-place
+    /// drift (f(x) for the line search is at x0).
+    fn trials(&self, x0: &[f32]) -> Vec<u32> {
+        (1..)
+            .zip(&self.seen)
+            .filter(|(_, (inside, p))| {
+                !inside
+                    && p.iter()
+                        .zip(x0)
+                        .any(|(a, b)| (a - b).abs() > in_place_bound(*b))
+            })
+            .map(|(k, _)| k)
+            .collect()
     }
 
     fn clean() -> Self {
@@ -437,7 +538,10 @@ impl Faulty {
 impl zograd::Objective for Faulty {
     fn loss(&mut self, p: &Params) -> Result<f32> {
         self.calls += 1;
-        let v = quad(&p.to_vec()?);
+        let x = p.to_vec()?;
+        let v = quad(&x);
+        self.seen
+            .push((IN_APPROXIMATOR.with(std::cell::Cell::get), x));
         if self.calls != self.at {
             return Ok(v);
         }
@@ -498,6 +602,7 @@ fn fault_matrix(chain: &Chain, faults: &[Fault]) {
     let mut clean = Faulty::clean();
     let mut expected = Vec::new();
     let mut evaluations = 0;
+    let mut trials = Vec::new();
     for s in 0..3 {
         let report = twin.step(&mut xt, &mut clean).unwrap();
         if s == 0 {
@@ -507,6 +612,7 @@ fn fault_matrix(chain: &Chain, faults: &[Fault]) {
                 "{}: evaluations counted",
                 chain.name
             );
+            trials = clean.trials(&x0);
         }
         expected.push(xt.to_vec().unwrap());
     }
@@ -515,7 +621,16 @@ fn fault_matrix(chain: &Chain, faults: &[Fault]) {
         "{}: {evaluations} evaluations",
         chain.name
     );
+    assert_eq!(
+        !trials.is_empty(),
+        chain.tolerates_non_finite,
+        "{}: line-search trials at evaluations {trials:?}",
+        chain.name
+    );
+    // The first trial too, so that a tolerated non-finite trial is always exercised.
     let mut positions = vec![1, 2, evaluations.div_ceil(2), evaluations];
+    positions.extend(trials.first());
+    positions.sort_unstable();
     positions.dedup();
     let mut checked = 0;
     for &fault in faults {
@@ -528,14 +643,19 @@ fn fault_matrix(chain: &Chain, faults: &[Fault]) {
             let mut opt = (chain.make)(&g, &x);
             let mut faulty = Faulty::new(at, fault);
             let outcome = catch_unwind(AssertUnwindSafe(|| opt.step(&mut x, &mut faulty)));
+            let trial = trials.contains(&at);
             match (fault, outcome) {
                 (Fault::Panic, Err(_)) => {}
                 (Fault::Err, Ok(Err(Error::Objective(e)))) if e.to_string() == "boom" => {}
-                (Fault::Nan, Ok(Err(Error::NonFiniteLoss { value, .. }))) if value.is_nan() => {}
+                (Fault::Nan, Ok(Err(Error::NonFiniteLoss { value, .. })))
+                    if value.is_nan() && !trial => {}
                 (Fault::Inf, Ok(Err(Error::NonFiniteLoss { value, .. })))
-                    if value == f32::INFINITY => {}
-                (Fault::Nan | Fault::Inf, Ok(Ok(_))) if chain.tolerates_non_finite => {
-                    // A line-search trial: documented as a failed trial.
+                    if value == f32::INFINITY && !trial => {}
+                (Fault::Nan | Fault::Inf, Ok(Ok(_))) if trial => {
+                    // A line-search trial, and only that: documented as a failed trial. A
+                    // non-finite value anywhere else (the estimator's own evaluations, f(x)
+                    // for the line search, Newton-CG's points) must be an error.
+                    assert_eq!(opt.steps(), 1, "{what}: the step after a failed trial");
                     continue;
                 }
                 (Fault::Device, Ok(Err(Error::Validation(msg)))) => {
@@ -589,10 +709,14 @@ const CHAINS: &[Chain] = &[
         exact: true,
         tolerates_non_finite: false,
         make: |g, x| {
-            Optimizer::new(g, x, MeZo::new().seed(5).n_samples(2).exact_restore(true))
-                .unwrap()
-                .then(WeightDecay::new(0.01))
-                .then(Lr::new(0.05))
+            Optimizer::new(
+                g,
+                x,
+                Marked(MeZo::new().seed(5).n_samples(2).exact_restore(true)),
+            )
+            .unwrap()
+            .then(WeightDecay::new(0.01))
+            .then(Lr::new(0.05))
         },
     },
     Chain {
@@ -601,7 +725,7 @@ const CHAINS: &[Chain] = &[
         exact: false,
         tolerates_non_finite: false,
         make: |g, x| {
-            Optimizer::new(g, x, MeZo::new().seed(5).n_samples(2))
+            Optimizer::new(g, x, Marked(MeZo::new().seed(5).n_samples(2)))
                 .unwrap()
                 .then(Lr::new(0.05))
         },
@@ -617,7 +741,7 @@ const CHAINS: &[Chain] = &[
                 .n_samples(2)
                 .formula(zograd::approx::Formula::Forward)
                 .exact_restore(true);
-            Optimizer::new(g, x, spsa)
+            Optimizer::new(g, x, Marked(spsa))
                 .unwrap()
                 .then(HeavyBall::new(0.9))
                 .then(Lr::new(0.02))
@@ -634,7 +758,7 @@ const CHAINS: &[Chain] = &[
                 .n_samples(2)
                 .pre_generate(false)
                 .exact_restore(true);
-            Optimizer::new(g, x, rdsa)
+            Optimizer::new(g, x, Marked(rdsa))
                 .unwrap()
                 .then(Adam::new())
                 .then(Lr::new(0.5))
@@ -647,7 +771,7 @@ const CHAINS: &[Chain] = &[
         exact: false,
         tolerates_non_finite: true,
         make: |g, x| {
-            Optimizer::new(g, x, Rdsa::new().seed(7).n_samples(2))
+            Optimizer::new(g, x, Marked(Rdsa::new().seed(7).n_samples(2)))
                 .unwrap()
                 .then(Adam::new())
                 .then(Lr::new(0.5))
@@ -665,7 +789,7 @@ const CHAINS: &[Chain] = &[
                 .n_samples(2)
                 .pre_generate(false)
                 .exact_restore(true);
-            Optimizer::new(g, x, est)
+            Optimizer::new(g, x, Marked(est))
                 .unwrap()
                 .then(HeavyBall::new(0.5))
                 .then(NewtonCg::new().max_iter(2))
@@ -683,7 +807,7 @@ const CHAINS: &[Chain] = &[
                 .distribution(Distribution::Uniform)
                 .n_samples(2)
                 .exact_restore(true);
-            Optimizer::new(g, x, fg)
+            Optimizer::new(g, x, Marked(fg))
                 .unwrap()
                 .then(ClipNorm::new(10.0))
                 .then(Adam::new())
@@ -700,7 +824,7 @@ const CHAINS: &[Chain] = &[
                 .seed(10)
                 .n_samples(3)
                 .exact_restore(true);
-            Optimizer::new(g, x, gs)
+            Optimizer::new(g, x, Marked(gs))
                 .unwrap()
                 .then(HeavyBall::new(0.9))
                 .then(Lr::new(0.01))
@@ -712,7 +836,7 @@ const CHAINS: &[Chain] = &[
         exact: true,
         tolerates_non_finite: true,
         make: |g, x| {
-            Optimizer::new(g, x, Fdm::new())
+            Optimizer::new(g, x, Marked(Fdm::new()))
                 .unwrap()
                 .then(HeavyBall::new(0.9))
                 .then(Lr::new(0.1))

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! [`Fdm`]: the finite-difference gradient, one element at a time.
 
+use super::probe::unperturbed_loss;
 use super::{
-    check_buffers, check_h, check_loss, Coordinate, Estimate, Formula, GradApproximator, Objective,
-    Target,
+    check_batch_len, check_buffers, check_h, check_value, Coordinate, Estimate, Formula,
+    GradApproximator, Objective, Target,
 };
+use crate::restore::{Move, Restore};
 use crate::{Error, Gpu, Params, Result};
 
 /// The finite-difference gradient (torchzero's `FDM`): for every element i in global order,
@@ -24,7 +26,9 @@ use crate::{Error, Gpu, Params, Result};
 /// Evaluations per call: m·n, plus one for f₀ when the formula uses it (Central 2n, Forward
 /// n + 1, Forward3 2n + 1, Central4 4n, Forward5 4n + 1). `loss` is f₀ for formulas that use it;
 /// `loss_approx` is f₀, or for Central / Central4 the value f(x + h e_{n−1}) of the last element
-/// (as torchzero). Defaults (torchzero's): h = 1e-3, formula = Central, target = Closure.
+/// (as torchzero). torchzero 0.4.4's closure target evaluates f(x) once more after the gradient
+/// (2n + 1 with Central); zograd only when the formula or a later module needs it, deliberately.
+/// Defaults (torchzero's): h = 1e-3, formula = Central, target = Closure.
 ///
 /// Reference: J. Nocedal, S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, §8.1
 /// (finite-difference derivative approximations).
@@ -33,10 +37,11 @@ use crate::{Error, Gpu, Params, Result};
 /// `approximate` returns [`Error::InvalidArgument`] for h ≤ 0 or non-finite, `batch_size = 0`,
 /// `grad` of another shape or device, or buffers that cannot be read or written from the host
 /// (adopted buffers without `COPY_SRC` / `COPY_DST`); [`Error::NonFiniteLoss`] for a NaN or
-/// infinite loss; the objective's errors. The element being probed is written back first.
+/// infinite loss (unless [`allow_non_finite`](Fdm::allow_non_finite)); the objective's errors.
+/// The element being probed is written back first.
 ///
 /// # Example
-/// ```no_run
+/// ```
 /// use zograd::approx::{Fdm, Formula, GradApproximator};
 /// use zograd::Params;
 /// # fn main() -> zograd::Result<()> {
@@ -55,6 +60,7 @@ pub struct Fdm {
     h: f32,
     formula: Formula,
     batch_size: u32,
+    allow_non_finite: bool,
     target: Target,
 }
 
@@ -72,6 +78,7 @@ impl Fdm {
             h: 1e-3,
             formula: Formula::Central,
             batch_size: 4096,
+            allow_non_finite: false,
             target: Target::Closure,
         }
     }
@@ -97,9 +104,10 @@ impl Fdm {
         self
     }
 
-    /// Accepted for uniformity with the other estimators: Fdm always restores exactly (it
-    /// writes each element's original value back), so it has none of the in-place drift
-    /// documented at [`MeZo::exact_restore`](super::MeZo::exact_restore).
+    /// A no-op, accepted for uniformity with the other estimators: Fdm always restores exactly
+    /// (it writes each element's original value back), whatever `exact` is, so it has none of
+    /// the in-place drift documented at [`Sampler::exact_restore`](super::Sampler::exact_restore)
+    /// and [`restores_exactly`](GradApproximator::restores_exactly) is always true.
     #[must_use]
     pub fn exact_restore(self, exact: bool) -> Self {
         let _ = exact;
@@ -110,6 +118,15 @@ impl Fdm {
     #[must_use]
     pub fn target(mut self, target: Target) -> Self {
         self.target = target;
+        self
+    }
+
+    /// Propagate a NaN or infinite loss into the gradient instead of failing with
+    /// [`Error::NonFiniteLoss`] (the default, `false`): the affected elements of the gradient
+    /// become NaN or ±∞, and the chain that consumes them must handle it.
+    #[must_use]
+    pub fn allow_non_finite(mut self, allow: bool) -> Self {
+        self.allow_non_finite = allow;
         self
     }
 
@@ -130,9 +147,8 @@ impl Fdm {
         let offsets = formula.offsets();
         let m = offsets.len();
         let x0 = params.to_vec()?;
-        let mut evaluations = 0u32;
-        let f0 =
-            super::probe::unperturbed_loss(formula, known_f0, objective, params, &mut evaluations)?;
+        let allow = self.allow_non_finite;
+        let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
         let h = f64::from(self.h);
         let point = |i: usize, k: i32| (f64::from(x0[i]) + f64::from(k) * h) as f32;
         let mut g = vec![0.0f32; x0.len()];
@@ -155,17 +171,11 @@ impl Fdm {
                     }
                 }));
                 let values = objective.loss_batch_coords(params, &chunk)?;
-                if values.len() != chunk.len() {
-                    return Err(Error::invalid(format!(
-                        "objective: loss_batch_coords returned {} values for {} points",
-                        values.len(),
-                        chunk.len()
-                    )));
-                }
+                check_batch_len("loss_batch_coords", values.len(), chunk.len())?;
                 evaluations = evaluations.saturating_add(values.len() as u32);
                 for (p, v) in (start..end).zip(values) {
                     let (i, j) = (p / m, p % m);
-                    row[j] = f64::from(check_loss(v, || element_point(offsets[j], i))?);
+                    row[j] = f64::from(check_value(v, allow, || element_point(offsets[j], i))?);
                     if j + 1 == m {
                         g[i] = formula.combine(f0.map(f64::from), &row, h) as f32;
                         last_row.copy_from_slice(&row);
@@ -174,18 +184,17 @@ impl Fdm {
                 start = end;
             }
         } else {
-            let mut probe = ElementProbe {
-                params,
-                pending: None,
-            };
+            let mut guard = Restore::new(params);
             for i in 0..x0.len() {
+                let index = i as u64;
                 for (j, &k) in offsets.iter().enumerate() {
-                    probe.set(i as u64, point(i, k), x0[i])?;
-                    let v = objective.loss(probe.params)?;
+                    let back = Move::Write(index, x0[i]);
+                    guard.away(Move::Write(index, point(i, k)), back)?;
+                    let v = objective.loss(guard.params())?;
                     evaluations = evaluations.saturating_add(1);
-                    row[j] = f64::from(check_loss(v, || element_point(k, i))?);
+                    row[j] = f64::from(check_value(v, allow, || element_point(k, i))?);
                 }
-                probe.restore()?;
+                guard.home()?;
                 g[i] = formula.combine(f0.map(f64::from), &row, h) as f32;
                 last_row.copy_from_slice(&row);
             }
@@ -203,35 +212,31 @@ fn element_point(k: i32, i: usize) -> String {
     format!("f(x + {k}·h·e_i) of element {i}")
 }
 
-/// One element written away from its original value; written back when dropped.
-struct ElementProbe<'a> {
-    params: &'a mut Params,
-    pending: Option<(u64, f32)>,
-}
-
-impl ElementProbe<'_> {
-    fn set(&mut self, index: u64, value: f32, original: f32) -> Result<()> {
-        self.pending = Some((index, original));
-        self.params.write_at(index, &[value])
-    }
-
-    fn restore(&mut self) -> Result<()> {
-        if let Some((index, original)) = self.pending {
-            self.params.write_at(index, &[original])?;
-            self.pending = None;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ElementProbe<'_> {
-    fn drop(&mut self) {
-        let _ = self.restore();
-    }
-}
-
 impl GradApproximator for Fdm {
-    approximate_via_run!();
+    fn approximate(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        grad: &mut Params,
+    ) -> Result<Estimate> {
+        self.run(gpu, params, objective, grad, None)
+    }
+
+    fn approximate_with_loss(
+        &mut self,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        grad: &mut Params,
+        loss: f32,
+    ) -> Result<Estimate> {
+        self.run(gpu, params, objective, grad, Some(loss))
+    }
+
+    fn current_target(&self) -> Target {
+        self.target
+    }
 
     /// True: every element is written back to its original value.
     fn restores_exactly(&self) -> bool {

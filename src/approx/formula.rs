@@ -8,7 +8,7 @@ use std::str::FromStr;
 use crate::Error;
 
 /// A finite-difference formula for the directional derivative `D ≈ ∇f(x)·u` from values
-/// `f_k = f(x + k·h·u)` (SPEC.md §1, torchzero's `_FD_Formula`).
+/// `f_k = f(x + k·h·u)` (ARCHITECTURE.md, "Formula table"; torchzero's `_FD_Formula`).
 ///
 /// | variant | torchzero names | D | points (in order) |
 /// |---|---|---|---|
@@ -234,17 +234,35 @@ impl Formula {
     /// D from f₀ (ignored unless [`uses_f0`](Formula::uses_f0)) and the values at
     /// [`offsets`](Formula::offsets), in f64: `(f0_weight·f₀ + Σ weight_k·f_k) / (denominator·h)`.
     ///
-    /// # Panics
-    /// When `values.len()` differs from the number of offsets, or `f0` is `None` for a formula
-    /// that uses it (programming errors, not data errors).
+    /// Arguments that do not fit the formula (`values.len()` other than the number of offsets,
+    /// `f0 = None` for a formula that uses it, or `h` not finite and positive) give NaN; [`try_combine`](Formula::try_combine)
+    /// reports them as [`Error::InvalidArgument`] instead.
     #[must_use]
     pub fn combine(self, f0: Option<f64>, values: &[f64], h: f64) -> f64 {
+        self.try_combine(f0, values, h).unwrap_or(f64::NAN)
+    }
+
+    /// [`combine`](Formula::combine), checking its arguments.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `values` when it does not hold one value per offset,
+    /// or `f0` when the formula uses f₀ and it is `None`, or `h` when it is not finite and
+    /// positive.
+    pub fn try_combine(self, f0: Option<f64>, values: &[f64], h: f64) -> Result<f64, Error> {
+        if !(h.is_finite() && h > 0.0) {
+            return Err(Error::invalid(format!(
+                "h: must be finite and positive, got {h}"
+            )));
+        }
         let s = self.stencil();
-        assert_eq!(
-            values.len(),
-            s.offsets.len(),
-            "Formula::combine: one value per offset"
-        );
+        if values.len() != s.offsets.len() {
+            return Err(Error::invalid(format!(
+                "values: {} needs one value per offset ({}), got {}",
+                self.name(),
+                s.offsets.len(),
+                values.len()
+            )));
+        }
         let mut num: f64 = s
             .weights
             .iter()
@@ -252,10 +270,15 @@ impl Formula {
             .map(|(w, f)| f64::from(*w) * f)
             .sum();
         if s.f0_weight != 0 {
-            let f0 = f0.expect("Formula::combine: this formula needs f0");
+            let Some(f0) = f0 else {
+                return Err(Error::invalid(format!(
+                    "f0: {} uses f(x), got None",
+                    self.name()
+                )));
+            };
             num += f64::from(s.f0_weight) * f0;
         }
-        num / (f64::from(s.denominator) * h)
+        Ok(num / (f64::from(s.denominator) * h))
     }
 
     /// The index into the offsets whose value is `loss_approx` when f₀ is not evaluated (the

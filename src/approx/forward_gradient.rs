@@ -4,12 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::probe::{differences, Along, Sample};
-use super::{
-    check_buffers, check_h, check_loss, check_samples, entropy_seed, Estimate, Formula,
-    GradApproximator, Objective, Target,
-};
-use crate::kernels::{accumulate, copy, fill, norm, Direction};
+use super::probe::{Along, Sample};
+use super::sampling::{evaluate, Call, Kind, Sampler};
+use super::{check_value, entropy_seed, Estimate, Formula};
+use crate::kernels::{accumulate, fill, norm, Direction};
+use crate::params::ensure_like;
 use crate::{Distribution, Error, Gpu, Params, Result};
 
 /// How [`ForwardGradient`] obtains the directional derivative ∇f(x)·u.
@@ -21,7 +20,7 @@ pub enum Jvp {
     Central,
     /// (f(x + h t) − f(x))/h·‖u‖: one evaluation per sample plus f(x) once.
     Forward,
-    /// The objective's own [`Objective::jvp`] (e.g. a forward-mode shader): one call per
+    /// The objective's own [`Objective::jvp`](crate::Objective::jvp) (e.g. a forward-mode shader): one call per
     /// sample, no evaluation of f. Replaces torchzero's `autograd`.
     User,
 }
@@ -67,18 +66,19 @@ impl FromStr for Jvp {
 /// - [`Jvp::Central`]: D = (f(x + h t) − f(x − h t))/(2h)·‖u‖, t = u/‖u‖ (the finite-difference
 ///   step is h along the *unit* direction; ‖u‖ is the global norm over all buffers);
 /// - [`Jvp::Forward`]: D = (f(x + h t) − f(x))/h·‖u‖;
-/// - [`Jvp::User`]: D = [`Objective::jvp`] along u.
+/// - [`Jvp::User`]: D = [`Objective::jvp`](crate::Objective::jvp) along u.
 ///
 /// ‖u‖ is √n exactly for Rademacher and Sphere, one GPU reduction per sample for Gaussian
 /// (the cached [`sphere_norm`](crate::kernels::sphere_norm)), and for Uniform one reduction over
 /// a scratch buffer holding u (n floats, counted in
-/// [`state_bytes`](GradApproximator::state_bytes)).
+/// [`state_bytes`](super::GradApproximator::state_bytes)).
 ///
 /// Defaults (torchzero's): n_samples = 1, distribution = Gaussian, jvp = Central, h = 1e-3,
 /// pre_generate = true, seed = random, target = Closure. Directions are those of
 /// [`RandomizedFdm`](super::RandomizedFdm) (sample s, or c·S + s for the c-th call of a step
 /// with `pre_generate = false`). Evaluations per call: Central 2S, Forward S + 1, User S JVP
-/// calls.
+/// calls (torchzero 0.4.4's closure target evaluates f(x) once more after every
+/// central-difference estimate; zograd only when a later module needs it, deliberately).
 ///
 /// Reference: A. G. Baydin, B. A. Pearlmutter, D. Syme, F. Wood, P. Torr, "Gradients without
 /// backpropagation", arXiv:2202.08587 (2022).
@@ -86,12 +86,12 @@ impl FromStr for Jvp {
 /// # Errors
 /// `approximate` returns [`Error::InvalidArgument`] for h ≤ 0 or non-finite (Central and
 /// Forward), `n_samples = 0` or `grad` of another shape or device; [`Error::NonFiniteLoss`]
-/// for a NaN or infinite loss or JVP; [`Error::Unsupported`] for [`Jvp::User`] with an objective
-/// that does not implement [`Objective::jvp`]; the objective's errors. The parameters are
+/// for a NaN or infinite loss or JVP (unless [`allow_non_finite`](Sampler::allow_non_finite)); [`Error::Unsupported`] for [`Jvp::User`] with an objective
+/// that does not implement [`Objective::jvp`](crate::Objective::jvp); the objective's errors. The parameters are
 /// restored first.
 ///
 /// # Example
-/// ```no_run
+/// ```
 /// use zograd::approx::{ForwardGradient, GradApproximator, Jvp};
 /// use zograd::Params;
 /// # fn main() -> zograd::Result<()> {
@@ -105,21 +105,13 @@ impl FromStr for Jvp {
 /// assert_eq!(e.evaluations, 5);
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
-pub struct ForwardGradient {
-    h: f32,
-    n_samples: u32,
-    distribution: Distribution,
+pub type ForwardGradient = Sampler<ForwardKind>;
+
+/// What a [`ForwardGradient`] adds to the [`Sampler`] core: how the directional derivative is
+/// obtained, and the scratch buffer of Uniform directions' norms.
+#[derive(Debug, Default)]
+pub struct ForwardKind {
     jvp: Jvp,
-    pre_generate: bool,
-    seed: u64,
-    exact_restore: bool,
-    target: Target,
-    step: u32,
-    calls: u32,
-    /// (step, calls) before the last `pre_step`, for `abort_step`.
-    undo: Option<(u32, u32)>,
-    saved: Option<Params>,
     scratch: Option<Params>,
 }
 
@@ -134,68 +126,37 @@ impl ForwardGradient {
     /// pre-generated directions, a seed from OS entropy.
     #[must_use]
     pub fn new() -> Self {
-        Self {
-            h: 1e-3,
-            n_samples: 1,
-            distribution: Distribution::Gaussian,
-            jvp: Jvp::Central,
-            pre_generate: true,
-            seed: entropy_seed(),
-            exact_restore: false,
-            target: Target::Closure,
-            step: 0,
-            calls: 0,
-            undo: None,
-            saved: None,
-            scratch: None,
-        }
+        Sampler::with(
+            ForwardKind::default(),
+            Distribution::Gaussian,
+            entropy_seed(),
+        )
     }
-
-    builders!(h: f32, n_samples: u32, distribution: Distribution, pre_generate: bool, seed: u64, exact_restore: bool, target: Target);
 
     /// How the directional derivative is computed.
     #[must_use]
     pub fn jvp(mut self, jvp: Jvp) -> Self {
-        self.jvp = jvp;
+        self.kind.jvp = jvp;
+        // The formula the finite-difference JVPs evaluate (unused by Jvp::User).
+        self.set.formula = match jvp {
+            Jvp::Forward => Formula::Forward,
+            Jvp::Central | Jvp::User => Formula::Central,
+        };
         self
     }
+}
 
-    /// The directions u_s the next `approximate` call will use.
-    #[must_use]
-    pub fn next_directions(&self) -> Vec<Direction> {
-        let base = if self.pre_generate {
-            0
-        } else {
-            self.calls.wrapping_mul(self.n_samples)
-        };
-        (0..self.n_samples)
-            .map(|s| Direction {
-                distribution: self.distribution,
-                seed: self.seed,
-                step: self.step,
-                sample: base.wrapping_add(s),
-            })
-            .collect()
-    }
-
+impl ForwardKind {
     /// ‖u_s‖ over all n elements for each direction.
     fn norms(&mut self, gpu: &Gpu, params: &Params, dirs: &[Direction]) -> Result<Vec<f64>> {
         let n = params.len();
-        match self.distribution {
-            Distribution::Gaussian => {
+        match dirs.first().map(|d| d.distribution) {
+            Some(Distribution::Gaussian) => {
                 let samples: Vec<u32> = dirs.iter().map(|d| d.sample).collect();
-                gpu.sphere_norms(self.seed, self.step, &samples, n)
+                gpu.sphere_norms(dirs[0].seed, dirs[0].step, &samples, n)
             }
-            Distribution::Uniform => {
-                let fits = self
-                    .scratch
-                    .as_ref()
-                    .is_some_and(|s| s.gpu().same(params.gpu()) && s.same_shape(params));
-                if !fits {
-                    self.scratch = None;
-                    self.scratch = Some(params.zeros_like()?);
-                }
-                let scratch = self.scratch.as_mut().expect("scratch exists");
+            Some(Distribution::Uniform) => {
+                let scratch = ensure_like(&mut self.scratch, params)?;
                 dirs.iter()
                     .map(|d| {
                         fill(scratch, 0.0)?;
@@ -208,109 +169,47 @@ impl ForwardGradient {
             _ => Ok(vec![(n as f64).sqrt(); dirs.len()]),
         }
     }
-
-    fn run(
-        &mut self,
-        gpu: &Gpu,
-        params: &mut Params,
-        objective: &mut dyn Objective,
-        grad: &mut Params,
-        known_f0: Option<f32>,
-    ) -> Result<Estimate> {
-        if self.jvp != Jvp::User {
-            check_h(self.h)?;
-        }
-        check_samples(self.n_samples)?;
-        check_buffers(gpu, params, grad)?;
-        let dirs = self.next_directions();
-        self.calls = self.calls.wrapping_add(1);
-        if self.distribution == Distribution::Sphere {
-            let samples: Vec<u32> = dirs.iter().map(|d| d.sample).collect();
-            gpu.sphere_norms(self.seed, self.step, &samples, params.len())?;
-        }
-        let (estimate, derivatives) = match self.jvp {
-            Jvp::User => {
-                let mut d = Vec::with_capacity(dirs.len());
-                for dir in &dirs {
-                    let v = objective.jvp(params, dir)?;
-                    d.push(f64::from(check_loss(v, || {
-                        format!("the objective's jvp along sample {}", dir.sample)
-                    })?));
-                }
-                let estimate = Estimate {
-                    loss: known_f0,
-                    loss_approx: known_f0,
-                    evaluations: self.n_samples,
-                };
-                (estimate, d)
-            }
-            Jvp::Central | Jvp::Forward => {
-                let formula = if self.jvp == Jvp::Central {
-                    Formula::Central
-                } else {
-                    Formula::Forward
-                };
-                let norms = self.norms(gpu, params, &dirs)?;
-                let plans: Vec<Sample<'_>> = dirs
-                    .iter()
-                    .zip(&norms)
-                    .map(|(d, nu)| Sample {
-                        along: Along::Philox(*d),
-                        unit: (f64::from(self.h) / nu) as f32,
-                        post: *nu,
-                    })
-                    .collect();
-                let saved = if self.exact_restore {
-                    let s = crate::params::ensure_like(&mut self.saved, params)?;
-                    copy(s, params)?;
-                    Some(&*s)
-                } else {
-                    self.saved = None;
-                    None
-                };
-                let diffs = differences(
-                    formula, self.h, &plans, params, saved, objective, known_f0, false,
-                )?;
-                (diffs.estimate, diffs.derivatives)
-            }
-        };
-        let inv_s = 1.0 / f64::from(self.n_samples);
-        let terms: Vec<(u32, f32)> = dirs
-            .iter()
-            .zip(&derivatives)
-            .map(|(dir, d)| (dir.sample, (d * inv_s) as f32))
-            .collect();
-        fill(grad, 0.0)?;
-        accumulate(grad, self.distribution, self.seed, self.step, &terms)?;
-        Ok(estimate)
-    }
 }
 
-impl GradApproximator for ForwardGradient {
-    /// Advances the step counter (new directions) and resets the call counter.
-    fn pre_step(&mut self) {
-        self.undo = Some((self.step, self.calls));
-        self.step = self.step.wrapping_add(1);
-        self.calls = 0;
+impl Kind for ForwardKind {
+    fn run(s: &mut Sampler<Self>, mut call: Call<'_>, grad: &mut Params) -> Result<Estimate> {
+        let user = s.kind.jvp == Jvp::User;
+        let dirs = s.begin(&call, Some(grad), !user)?;
+        let (estimate, derivatives) = if user {
+            let mut d = Vec::with_capacity(dirs.len());
+            for dir in &dirs {
+                let v = call.objective.jvp(call.params, dir)?;
+                d.push(f64::from(check_value(v, s.set.allow_non_finite, || {
+                    format!("the objective's jvp along sample {}", dir.sample)
+                })?));
+            }
+            let estimate = Estimate {
+                loss: call.known_f0,
+                loss_approx: call.known_f0,
+                evaluations: s.set.n_samples,
+            };
+            (estimate, d)
+        } else {
+            let norms = s.kind.norms(call.gpu, call.params, &dirs)?;
+            let h = f64::from(s.set.h);
+            let plans: Vec<Sample<'_>> = dirs
+                .iter()
+                .zip(&norms)
+                .map(|(d, nu)| Sample {
+                    along: Along::Philox(*d),
+                    unit: (h / nu) as f32,
+                    post: *nu,
+                })
+                .collect();
+            let diffs = evaluate(&s.set, &mut s.saved, &plans, &mut call, false)?;
+            (diffs.estimate, diffs.derivatives)
+        };
+        s.write(grad, &s.terms(&dirs, &derivatives))?;
+        Ok(estimate)
     }
 
-    /// Back to the step and call counters before the last `pre_step`.
-    fn abort_step(&mut self) {
-        if let Some((step, calls)) = self.undo.take() {
-            self.step = step;
-            self.calls = calls;
-        }
-    }
-
-    approximate_via_run!();
-
-    /// The saved copy (`exact_restore`) and the Uniform-norm scratch buffer, once allocated.
+    /// The Uniform-norm scratch buffer, once allocated.
     fn state_bytes(&self) -> u64 {
-        self.saved.as_ref().map_or(0, Params::owned_bytes)
-            + self.scratch.as_ref().map_or(0, Params::owned_bytes)
-    }
-
-    fn restores_exactly(&self) -> bool {
-        self.exact_restore
+        self.scratch.as_ref().map_or(0, Params::owned_bytes)
     }
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Zeroth-order gradient approximators: torchzero's `grad_approximation` module with the
-//! parameters on the GPU (SPEC.md §1–§3, §5).
+//! parameters on the GPU.
 //!
 //! | estimator | what it estimates | evaluations per call (f₀ not known) | GPU state |
 //! |---|---|---|---|
@@ -11,6 +11,19 @@
 //!
 //! m is the number of points of the [`Formula`] (Central 2, Forward 1, Central4 4, …), n the
 //! number of parameters, S `n_samples`. `exact_restore(true)` adds one copy of x (n floats).
+//! torchzero 0.4.4's closure target evaluates f(x) once more after every central-difference
+//! estimate (3 evaluations per SPSA or MeZO step, 2n + 1 per FDM gradient, and one more at
+//! every Newton-CG Hessian-vector point); zograd evaluates f(x) only when the formula or a
+//! module of the chain needs it, and keeps its lower count deliberately.
+//!
+//! [`RandomizedFdm`], [`MeZo`] and [`ForwardGradient`] are one [`Sampler`] each (settings,
+//! counters, restore policy and gradient write in one place) with their own part.
+//!
+//! # Non-finite losses
+//! A NaN or infinite loss is [`Error::NonFiniteLoss`] by default (the parameters restored).
+//! With `allow_non_finite(true)` (on every estimator) it propagates instead: the affected
+//! coefficients, and so the estimate, are NaN or ±∞, and the chain that consumes them must
+//! handle that.
 //!
 //! Every random estimator computes one coefficient per sample on the host (in f64) and adds
 //! all samples to the gradient with ONE [`accumulate`](crate::kernels::accumulate) pass; the
@@ -27,7 +40,7 @@
 //! of the element back).
 //!
 //! # Example
-//! ```no_run
+//! ```
 //! use zograd::approx::{GradApproximator, Spsa};
 //! use zograd::{Gpu, Params};
 //! # fn main() -> zograd::Result<()> {
@@ -44,113 +57,25 @@
 //! # Ok(()) }
 //! ```
 
-/// The builder setters the direction-based estimators share (each stores its argument in the
-/// field of the same name, checked at use), and the getters of the seed and step. One
-/// definition serves [`RandomizedFdm`], [`MeZo`] and [`ForwardGradient`], so the settings and
-/// their documentation cannot drift apart.
-macro_rules! builders {
-    ($($name:ident: $ty:ty),* $(,)?) => {
-        $(
-            #[doc = builders!(@doc $name)]
-            #[must_use]
-            pub fn $name(mut self, $name: $ty) -> Self {
-                self.$name = $name;
-                self
-            }
-        )*
-
-        /// The seed in use (set with `seed`, else the estimator's default).
-        #[must_use]
-        pub fn current_seed(&self) -> u64 {
-            self.seed
-        }
-
-        /// The step counter (0 until the first
-        /// [`pre_step`](crate::approx::GradApproximator::pre_step)).
-        #[must_use]
-        pub fn current_step(&self) -> u32 {
-            self.step
-        }
-    };
-    (@doc h) => { "The finite-difference step h (checked at use: finite and > 0)." };
-    (@doc n_samples) => { "The number of samples S (checked at use: ≥ 1)." };
-    (@doc formula) => { "The finite-difference formula." };
-    (@doc distribution) => { "The distribution of the directions." };
-    (@doc pre_generate) => {
-        "Same directions for every call within a step (true) or new ones per call (false)."
-    };
-    (@doc seed) => { "The Philox seed of the directions." };
-    (@doc beta) => {
-        "Direction momentum β ∈ [0, 1] (0 = off; see the type's documentation); costs S·n floats \
-         of GPU memory."
-    };
-    (@doc target) => { "Where the estimate goes in an optimiser chain." };
-    (@doc exact_restore) => { "Restore x by copy from one saved copy (bit-exact; allocates n floats) instead of in place.
-
-**Drift of the default, in-place restoration.** x + h·u − 2h·u + h·u is not x in f32. The
-largest |x − x₀| after 10⁴ in-place central-difference samples (h = 1e-3, a fresh
-direction each, 10⁴ parameters uniform in [−1, 1)), measured on lavapipe (Vulkan) and
-llvmpipe (GL) by `tests/reliability.rs`, is:
-
-| distribution | Rademacher | Gaussian | Uniform | Sphere |
-|---|---|---|---|---|
-| max \\|x − x₀\\| after 10⁴ samples | 1.5e-4 | 1.4e-5 | 1.6e-5 | 1.7e-5 |
-
-Most elements come back exactly or random-walk by about one ulp per sample; the few
-within a few h of a power of two, where the steps cross into a binade with another
-ulp, drift one way by up to half an ulp per sample (the Rademacher figure). One sample
-moves an element by a few ulp at most. `exact_restore(true)` makes the drift 0 and, in
-an [`Optimizer`](crate::optim::Optimizer), a failed step leaves x bit-identical." };
-}
-
-/// The [`GradApproximator`] methods that every built-in estimator implements the same way: both
-/// `approximate` forms call the estimator's `run(gpu, params, objective, grad, known_f0)`, and
-/// the target is its `target` field.
-macro_rules! approximate_via_run {
-    () => {
-        fn approximate(
-            &mut self,
-            gpu: &Gpu,
-            params: &mut Params,
-            objective: &mut dyn Objective,
-            grad: &mut Params,
-        ) -> Result<Estimate> {
-            self.run(gpu, params, objective, grad, None)
-        }
-
-        fn approximate_with_loss(
-            &mut self,
-            gpu: &Gpu,
-            params: &mut Params,
-            objective: &mut dyn Objective,
-            grad: &mut Params,
-            loss: f32,
-        ) -> Result<Estimate> {
-            self.run(gpu, params, objective, grad, Some(loss))
-        }
-
-        fn current_target(&self) -> Target {
-            self.target
-        }
-    };
-}
-
 mod fdm;
 mod formula;
 mod forward_gradient;
 mod mezo;
 mod probe;
 mod randomized;
+mod sampling;
 
 pub use fdm::Fdm;
 pub use formula::Formula;
-pub use forward_gradient::{ForwardGradient, Jvp};
-pub use mezo::MeZo;
-pub use randomized::{GaussianSmoothing, RandomizedFdm, Rdsa, Spsa};
+pub use forward_gradient::{ForwardGradient, ForwardKind, Jvp};
+pub use mezo::{MeZo, MeZoKind};
+pub use randomized::{GaussianSmoothing, RandomizedFdm, RandomizedKind, Rdsa, Spsa};
+pub use sampling::Sampler;
 
 pub use crate::objective::{Coordinate, LossValue, Objective};
 pub use crate::Distribution;
 
+use crate::restore::check_device;
 use crate::{Error, Gpu, Params, Result};
 
 /// What an `approximate` call learned besides the gradient.
@@ -182,7 +107,7 @@ pub enum Target {
     Closure,
 }
 
-/// A gradient estimator from loss values only (SPEC.md §3).
+/// A gradient estimator from loss values only.
 ///
 /// Implement it for your own estimator with the public [`crate::kernels`]; see
 /// `examples/custom_approximator.rs` for a one-measurement SPSA in a few dozen lines.
@@ -192,7 +117,7 @@ pub enum Target {
 /// `params` as it found them, also when it returns an error.
 ///
 /// # Example
-/// ```no_run
+/// ```
 /// use zograd::approx::{Fdm, GradApproximator};
 /// use zograd::Params;
 /// # fn main() -> zograd::Result<()> {
@@ -277,7 +202,7 @@ pub trait GradApproximator {
     }
 
     /// Estimates the gradient ĝ at `params` and applies `x ← a·x − alpha·ĝ` in place, without a
-    /// gradient buffer (the fused MeZO step, SPEC.md §4). Called after
+    /// gradient buffer (the fused MeZO step of [`MeZo`]). Called after
     /// [`pre_step`](GradApproximator::pre_step) by [`Optimizer`](crate::optim::Optimizer) when
     /// [`can_fuse`](GradApproximator::can_fuse) is true.
     ///
@@ -301,20 +226,8 @@ pub trait GradApproximator {
 
 /// Fails unless `params` and `grad` live on `gpu` and have the same shape.
 pub(crate) fn check_buffers(gpu: &Gpu, params: &Params, grad: &Params) -> Result<()> {
-    if !params.gpu().same(gpu) {
-        return Err(Error::invalid(format!(
-            "params: live on another Gpu ({}) than the `gpu` argument ({})",
-            params.gpu().label(),
-            gpu.label()
-        )));
-    }
-    if !grad.gpu().same(gpu) {
-        return Err(Error::invalid(format!(
-            "grad: lives on another Gpu ({}) than params ({})",
-            grad.gpu().label(),
-            gpu.label()
-        )));
-    }
+    check_device(params, "params", gpu, "the `gpu` argument")?;
+    check_device(grad, "grad", gpu, "params")?;
     if !grad.same_shape(params) {
         return Err(Error::invalid(format!(
             "grad: buffer lengths {:?} differ from the parameters' {:?}",
@@ -323,6 +236,17 @@ pub(crate) fn check_buffers(gpu: &Gpu, params: &Params, grad: &Params) -> Result
         )));
     }
     Ok(())
+}
+
+/// Fails unless the objective's batch method `method` returned one value for each of `points`.
+pub(crate) fn check_batch_len(method: &str, values: usize, points: usize) -> Result<()> {
+    if values == points {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "objective: {method} returned {values} values for {points} points"
+        )))
+    }
 }
 
 /// Fails unless `h` is finite and positive.
@@ -347,7 +271,16 @@ pub(crate) fn check_samples(n_samples: u32) -> Result<()> {
 
 /// Fails with [`Error::NonFiniteLoss`] unless `value` is finite.
 pub(crate) fn check_loss(value: f32, context: impl FnOnce() -> String) -> Result<f32> {
-    if value.is_finite() {
+    check_value(value, false, context)
+}
+
+/// [`check_loss`], or `value` unchecked when `allow` (the estimators' `allow_non_finite`).
+pub(crate) fn check_value(
+    value: f32,
+    allow: bool,
+    context: impl FnOnce() -> String,
+) -> Result<f32> {
+    if allow || value.is_finite() {
         Ok(value)
     } else {
         Err(Error::NonFiniteLoss {

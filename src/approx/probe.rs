@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The shared evaluation engine of the direction-based estimators: moves x along a direction
 //! through a formula's points in place, evaluates the objective, and puts x back on every exit
-//! path (errors and panics included).
+//! path (errors and panics included) through the [`Restore`] guard.
 
-use super::{check_loss, Estimate, Formula, Objective};
-use crate::kernels::{axpy, copy, perturb, Direction};
-use crate::{Error, Params, Result};
+use super::sampling::Settings;
+use super::{check_batch_len, check_value, Estimate, Formula, Objective};
+use crate::kernels::Direction;
+use crate::restore::{Move, Restore};
+use crate::{Params, Result};
 
 /// The direction of one sample.
 #[derive(Clone, Copy, Debug)]
@@ -25,80 +27,24 @@ pub(crate) struct Sample<'a> {
     pub post: f64,
 }
 
-/// Holds `params` displaced to `at·unit` along a direction; moves it back when dropped.
-pub(crate) struct Probe<'p, 's> {
-    params: &'p mut Params,
-    saved: Option<&'s Params>,
-    along: Option<Along<'s>>,
-    unit: f32,
-    at: i32,
-}
-
-impl<'p, 's> Probe<'p, 's> {
-    pub(crate) fn new(params: &'p mut Params, saved: Option<&'s Params>) -> Self {
+impl<'a> Sample<'a> {
+    /// A sample along `along` with steps of `h` and no factor afterwards.
+    pub(crate) fn new(along: Along<'a>, h: f32) -> Self {
         Self {
-            params,
-            saved,
-            along: None,
-            unit: 0.0,
-            at: 0,
-        }
-    }
-
-    pub(crate) fn params(&self) -> &Params {
-        self.params
-    }
-
-    /// Points the probe along a new direction; x must be at home.
-    pub(crate) fn aim(&mut self, along: Along<'s>, unit: f32) {
-        debug_assert_eq!(self.at, 0, "aim while displaced");
-        self.along = Some(along);
-        self.unit = unit;
-    }
-
-    /// Moves x in place to `x₀ + k·unit·u` (one pass over x).
-    pub(crate) fn move_to(&mut self, k: i32) -> Result<()> {
-        let delta = k - self.at;
-        if delta == 0 {
-            return Ok(());
-        }
-        let scale = delta as f32 * self.unit;
-        match self.along {
-            Some(Along::Philox(dir)) => perturb(self.params, &dir, scale)?,
-            Some(Along::Stored(v)) => axpy(self.params, scale, v)?,
-            None => return Err(Error::invalid("internal: probe moved without a direction")),
-        }
-        self.at = k;
-        Ok(())
-    }
-
-    /// Leaves x where it is and returns the displacement `k` (x = x₀ + k·unit·u): the caller
-    /// takes over putting it back (the fused MeZO step folds it into the update).
-    pub(crate) fn release(&mut self) -> i32 {
-        std::mem::replace(&mut self.at, 0)
-    }
-
-    /// Puts x back: by copy from the saved parameters (exact) or by the opposite move (in place).
-    pub(crate) fn home(&mut self) -> Result<()> {
-        if self.at == 0 {
-            return Ok(());
-        }
-        match self.saved {
-            Some(saved) => {
-                copy(self.params, saved)?;
-                self.at = 0;
-                Ok(())
-            }
-            None => self.move_to(0),
+            along,
+            unit: h,
+            post: 1.0,
         }
     }
 }
 
-impl Drop for Probe<'_, '_> {
-    fn drop(&mut self) {
-        // The error path: the caller returns the original error; a failing restore here means
-        // the device itself failed, which the next call reports.
-        let _ = self.home();
+impl<'a> Along<'a> {
+    /// The move of `scale` along this direction.
+    fn by(self, scale: f32) -> Move<'a> {
+        match self {
+            Self::Philox(dir) => Move::Perturb(dir, scale),
+            Self::Stored(v) => Move::Axpy(v, scale),
+        }
     }
 }
 
@@ -111,19 +57,15 @@ pub(crate) struct Differences {
     pub left_at: i32,
 }
 
-/// Evaluates `formula` along every sample (in place, or through `loss_batch` when the objective
-/// batches and every direction is a Philox one) and returns D_s·post_s for each sample.
+/// Evaluates the settings' formula along every sample (in place, or through `loss_batch` when
+/// the objective batches and every direction is a Philox one) and returns D_s·post_s for each
+/// sample. x is held by a [`Restore`] guard while it is away from home.
 ///
 /// `saved` (exact restore) must hold a copy of `params` on entry when given. With `keep_last`
 /// and in-place restoration, x is left displaced along the last sample after its last
 /// evaluation (on success only) and [`Differences::left_at`] says where.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the evaluation plan of one call, passed through"
-)]
 pub(crate) fn differences(
-    formula: Formula,
-    h: f32,
+    set: &Settings,
     samples: &[Sample<'_>],
     params: &mut Params,
     saved: Option<&Params>,
@@ -131,12 +73,19 @@ pub(crate) fn differences(
     known_f0: Option<f32>,
     keep_last: bool,
 ) -> Result<Differences> {
-    let mut left_at = 0;
+    let (formula, allow) = (set.formula, set.allow_non_finite);
     let offsets = formula.offsets();
-    let mut evaluations = 0u32;
-    let f0 = unperturbed_loss(formula, known_f0, objective, params, &mut evaluations)?;
+    let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
     let batched =
         objective.has_batch() && samples.iter().all(|s| matches!(s.along, Along::Philox(_)));
+    let mut guard = Restore::new(params);
+    if batched {
+        if let Some(saved) = saved {
+            // The objective must leave x as it found it; the copy makes sure it does.
+            guard.arm(Move::Copy(saved));
+        }
+    }
+    let mut left_at = 0;
     let values: Vec<Vec<f64>> = if batched {
         let points: Vec<(Direction, f32)> = samples
             .iter()
@@ -147,53 +96,58 @@ pub(crate) fn differences(
                 offsets.iter().map(move |k| (dir, *k as f32 * s.unit))
             })
             .collect();
-        let result = objective.loss_batch(params, &points);
-        if let Some(saved) = saved {
-            copy(params, saved)?;
-        }
+        let result = objective.loss_batch(guard.params(), &points);
+        guard.finish()?;
         let flat = result?;
-        if flat.len() != points.len() {
-            return Err(Error::invalid(format!(
-                "objective: loss_batch returned {} values for {} points",
-                flat.len(),
-                points.len()
-            )));
-        }
+        check_batch_len("loss_batch", flat.len(), points.len())?;
         evaluations = evaluations.saturating_add(u32::try_from(flat.len()).unwrap_or(u32::MAX));
         let mut out = Vec::with_capacity(samples.len());
         for (s, chunk) in flat.chunks(offsets.len()).enumerate() {
             let mut row = Vec::with_capacity(offsets.len());
             for (k, v) in offsets.iter().zip(chunk) {
-                row.push(f64::from(check_loss(*v, || point_name(*k, s))?));
+                row.push(f64::from(check_value(*v, allow, || point_name(*k, s))?));
             }
             out.push(row);
         }
         out
     } else {
-        let mut probe = Probe::new(params, saved);
         let mut out = Vec::with_capacity(samples.len());
+        let mut at = 0;
         for (s, sample) in samples.iter().enumerate() {
-            probe.aim(sample.along, sample.unit);
+            if at != 0 {
+                guard.home()?;
+                at = 0;
+            }
             let mut row = Vec::with_capacity(offsets.len());
             for &k in offsets {
-                probe.move_to(k)?;
-                let v = objective.loss(probe.params())?;
+                if k != at {
+                    // x₀ + k·unit·u, undone by the saved copy or by −k·unit·u in one move.
+                    let back = match saved {
+                        Some(saved) => Move::Copy(saved),
+                        None => sample.along.by(-(k as f32) * sample.unit),
+                    };
+                    guard.away(sample.along.by((k - at) as f32 * sample.unit), back)?;
+                    at = k;
+                }
+                let v = objective.loss(guard.params())?;
                 evaluations = evaluations.saturating_add(1);
-                row.push(f64::from(check_loss(v, || point_name(k, s))?));
-            }
-            if keep_last && saved.is_none() && s + 1 == samples.len() {
-                left_at = probe.release();
-            } else {
-                probe.home()?;
+                row.push(f64::from(check_value(v, allow, || point_name(k, s))?));
             }
             out.push(row);
         }
+        if keep_last && saved.is_none() {
+            left_at = at;
+            guard.keep();
+        } else {
+            guard.finish()?;
+        }
         out
     };
+    let h = f64::from(set.h);
     let derivatives = samples
         .iter()
         .zip(&values)
-        .map(|(s, row)| formula.combine(f0.map(f64::from), row, f64::from(h)) * s.post)
+        .map(|(s, row)| formula.combine(f0.map(f64::from), row, h) * s.post)
         .collect();
     let loss_approx = match f0 {
         Some(v) => Some(v),
@@ -210,26 +164,23 @@ pub(crate) fn differences(
     })
 }
 
-/// f₀ = f(x) when `formula` uses it: the caller's `known_f0` (checked finite) or one evaluation,
-/// counted in `evaluations`. `None` for formulas without f₀.
+/// f₀ = f(x) when `formula` uses it: the caller's `known_f0` or one evaluation; checked finite
+/// unless `allow`. Returns f₀ (`None` for formulas without it) and the evaluations made (0 or 1).
 pub(crate) fn unperturbed_loss(
     formula: Formula,
+    allow: bool,
     known_f0: Option<f32>,
     objective: &mut dyn Objective,
     params: &Params,
-    evaluations: &mut u32,
-) -> Result<Option<f32>> {
+) -> Result<(Option<f32>, u32)> {
     if !formula.uses_f0() {
-        return Ok(None);
+        return Ok((None, 0));
     }
-    let v = match known_f0 {
-        Some(v) => check_loss(v, || "the given loss f(x)".into())?,
-        None => {
-            *evaluations += 1;
-            check_loss(objective.loss(params)?, || "f(x) (unperturbed)".into())?
-        }
+    let (v, evaluations, what) = match known_f0 {
+        Some(v) => (v, 0, "the given loss f(x)"),
+        None => (objective.loss(params)?, 1, "f(x) (unperturbed)"),
     };
-    Ok(Some(v))
+    Ok((Some(check_value(v, allow, || what.into())?), evaluations))
 }
 
 fn point_name(k: i32, sample: usize) -> String {

@@ -67,6 +67,7 @@ use std::panic::{self, AssertUnwindSafe};
 
 use crate::approx::{Estimate, GradApproximator, Target};
 use crate::kernels::{axpy, copy};
+use crate::restore::{check_device, saved_copy, Move, Restore};
 use crate::{Error, Gpu, Objective, Params, Result};
 
 /// How a module acts on an update of the form `u = α·g + β·x` (g the estimate, x the
@@ -247,13 +248,7 @@ impl Optimizer {
         params: &Params,
         approximator: A,
     ) -> Result<Self> {
-        if !params.gpu().same(gpu) {
-            return Err(Error::invalid(format!(
-                "params: live on another Gpu ({}) than the `gpu` argument ({})",
-                params.gpu().label(),
-                gpu.label()
-            )));
-        }
+        check_device(params, "params", gpu, "the `gpu` argument")?;
         Ok(Self {
             gpu: gpu.clone(),
             approximator: Box::new(approximator),
@@ -363,13 +358,7 @@ impl Optimizer {
         params: &mut Params,
         objective: &mut dyn Objective,
     ) -> Result<StepReport> {
-        if !params.gpu().same(&self.gpu) {
-            return Err(Error::invalid(format!(
-                "params: live on another Gpu ({}) than the optimiser's ({})",
-                params.gpu().label(),
-                self.gpu.label()
-            )));
-        }
+        check_device(params, "params", &self.gpu, "the optimiser's")?;
         if params.buffer_lens() != self.shape.as_slice() {
             return Err(Error::invalid(format!(
                 "params: buffer lengths {:?} differ from the optimiser's {:?}",
@@ -459,14 +448,8 @@ impl Optimizer {
             None
         };
         let last_evaluating = self.modules.iter().rposition(|m| m.evaluates());
-        let saved = if last_evaluating.is_some() && self.approximator.restores_exactly() {
-            let s = ensure_like(&mut self.snapshot, params)?;
-            copy(s, params)?;
-            Some(&*s)
-        } else {
-            self.snapshot = None;
-            None
-        };
+        let exact = last_evaluating.is_some() && self.approximator.restores_exactly();
+        let saved = saved_copy(exact, &mut self.snapshot, params)?;
         let mut ctx = Context {
             gpu: &self.gpu,
             params,
@@ -504,60 +487,17 @@ fn report(est: &Estimate, loss: Option<f32>, evaluations: u32, step: u64) -> Ste
 
 pub(crate) use crate::params::ensure_like;
 
-/// Parameters moved by `t·v`, moved back by [`Shifted::restore`] or, if that never runs (an
-/// early return or a panic in the objective), on drop: by copy from `saved` (a copy of the
-/// unmoved parameters, bit-exact) when given, else by `−t·v`.
-pub(crate) struct Shifted<'a> {
+/// The parameters moved by `t·v`, held by a [`Restore`] guard that moves them back (by copy
+/// from `saved`, a copy of the unmoved parameters, bit-exact, when given; else by `−t·v`) on
+/// [`finish`](Restore::finish), on an early return and while a panic unwinds.
+pub(crate) fn shifted<'a>(
     params: &'a mut Params,
     t: f32,
     v: &'a Params,
     saved: Option<&'a Params>,
-    done: bool,
-}
-
-impl<'a> Shifted<'a> {
-    pub(crate) fn new(
-        params: &'a mut Params,
-        t: f32,
-        v: &'a Params,
-        saved: Option<&'a Params>,
-    ) -> Result<Self> {
-        axpy(params, t, v)?;
-        Ok(Self {
-            params,
-            t,
-            v,
-            saved,
-            done: false,
-        })
-    }
-
-    pub(crate) fn params(&mut self) -> &mut Params {
-        self.params
-    }
-
-    fn put_back(&mut self) -> Result<()> {
-        match self.saved {
-            Some(saved) => copy(self.params, saved),
-            None => axpy(self.params, -self.t, self.v),
-        }
-    }
-
-    /// Puts the parameters back now; if that fails, the drop tries again.
-    pub(crate) fn restore(mut self) -> Result<()> {
-        let r = self.put_back();
-        self.done = r.is_ok();
-        r
-    }
-}
-
-impl Drop for Shifted<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            // Best effort: a failing kernel here has already been reported by the caller's error.
-            let _ = self.put_back();
-        }
-    }
+) -> Result<Restore<'a, 'a>> {
+    let back = saved.map_or(Move::Axpy(v, -t), Move::Copy);
+    Restore::moved(params, Move::Axpy(v, t), back)
 }
 
 /// f(x): known from the estimate, or evaluated now (one evaluation, counted).
@@ -574,9 +514,9 @@ pub(crate) fn loss_at_x(ctx: &mut Context<'_>) -> Result<f32> {
 
 /// f(x + t·update), with x moved back afterwards (also on error or panic); counted.
 pub(crate) fn loss_shifted(ctx: &mut Context<'_>, t: f32) -> Result<f32> {
-    let mut shifted = Shifted::new(ctx.params, t, ctx.update, ctx.saved)?;
+    let mut shifted = shifted(ctx.params, t, ctx.update, ctx.saved)?;
     let f = ctx.objective.loss(shifted.params());
-    shifted.restore()?;
+    shifted.finish()?;
     ctx.evaluations += 1;
     f
 }

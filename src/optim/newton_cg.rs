@@ -176,9 +176,9 @@ fn grad_shifted(ctx: &mut Context<'_>, t: f32, v: &Params, out: &mut Params) -> 
     let oracle = ctx.approximator.as_deref_mut().ok_or_else(|| {
         Error::invalid("target: NewtonCg needs the approximator's Target::Closure")
     })?;
-    let mut shifted = super::Shifted::new(ctx.params, t, v, ctx.saved)?;
+    let mut shifted = super::shifted(ctx.params, t, v, ctx.saved)?;
     let est = oracle.approximate(ctx.gpu, shifted.params(), ctx.objective, out);
-    shifted.restore()?;
+    shifted.finish()?;
     Ok(est?.evaluations)
 }
 
