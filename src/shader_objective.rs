@@ -30,7 +30,7 @@ pub enum Binding<'a> {
 /// # fn main() -> zograd::Result<()> {
 /// let gpu = Gpu::new()?;
 /// let x = Params::from_slices(&gpu, &[&[3.0f32, 4.0][..]])?;
-/// let out = ShaderObjective::loss_buffer(&gpu, 1);
+/// let out = ShaderObjective::loss_buffer(&gpu, 1)?;
 /// let wgsl = "
 ///     @group(0) @binding(0) var<storage, read> x: array<f32>;
 ///     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -113,16 +113,20 @@ impl ShaderObjective {
         })
     }
 
-    /// A zeroed storage buffer of `floats` f32 with `COPY_SRC`, for the loss (and any partial
-    /// sums the passes keep beside it).
-    #[must_use]
-    pub fn loss_buffer(gpu: &Gpu, floats: u64) -> wgpu::Buffer {
-        gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("zograd::ShaderObjective loss"),
-            size: 4 * floats.max(1),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        })
+    /// A zeroed storage buffer of `floats` f32 (at least one) with `COPY_SRC`, for the loss (and
+    /// any partial sums the passes keep beside it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `4 · floats` bytes overflow; [`Error::TooLarge`] past the
+    /// adapter's `max_buffer_size`; device errors (caught in an error scope, also on a device
+    /// adopted with [`Gpu::from_wgpu`]).
+    pub fn loss_buffer(gpu: &Gpu, floats: u64) -> Result<wgpu::Buffer> {
+        let bytes = floats.max(1).checked_mul(4).ok_or_else(|| {
+            Error::invalid(format!(
+                "floats: {floats} f32 do not fit in a buffer (4 · floats overflows)"
+            ))
+        })?;
+        gpu.create_user_storage("zograd::ShaderObjective loss", bytes)
     }
 
     /// Runs the passes and reads the loss back (one readback, in the same submission as the

@@ -339,6 +339,27 @@ impl Gpu {
     }
 }
 
+impl Gpu {
+    /// A zeroed `STORAGE | COPY_SRC` buffer of `size` bytes handed to the user (not counted in
+    /// [`Gpu::allocated_bytes`]: zograd does not hold it), created inside an error scope.
+    pub(crate) fn create_user_storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        if size > self.inner.limits.max_buffer_size {
+            return Err(Error::TooLarge(format!(
+                "{label}: {size} bytes exceeds the adapter's max_buffer_size of {}",
+                self.inner.limits.max_buffer_size
+            )));
+        }
+        self.scoped(|| {
+            Ok(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }))
+        })
+    }
+}
+
 /// A buffer zograd created, counted in [`Gpu::allocated_bytes`] until dropped. (It is not
 /// destroyed on drop: a caller may still hold a clone of the handle, e.g. from
 /// [`Params::buffers`](crate::Params::buffers); wgpu frees it with the last handle.)
