@@ -7,8 +7,8 @@
 //! which computes its norm). Every kernel processes every buffer of the [`Params`] in chunks of at
 //! most the adapter's storage-binding size. [`crate::cpu`] holds the CPU twin of each.
 
+use crate::gpu::kernel::Kernel;
 use crate::gpu::launch::split64;
-use crate::gpu::pipelines::Kernel;
 use crate::{Distribution, Error, Params, Result};
 
 /// A random direction: element `i` is `z(seed, step, sample, i)` drawn from `distribution`

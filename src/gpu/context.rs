@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use super::pipelines::{Kernel, Layouts};
+use super::kernel::Kernel;
+use super::pipelines::Layouts;
 use crate::{Error, Result};
 
 static NEXT_GPU_ID: AtomicU64 = AtomicU64::new(1);

@@ -2,7 +2,10 @@
 //! Everything that touches wgpu: the device context, shader assembly, pipelines, launches and
 //! readback.
 
+pub(crate) mod bind;
+pub(crate) mod buffers;
 pub(crate) mod context;
+pub(crate) mod kernel;
 pub(crate) mod launch;
 pub(crate) mod pipelines;
 pub(crate) mod readback;

@@ -6,8 +6,8 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::context::{lock, Gpu, TrackedBuffer};
+use super::kernel::{Kernel, LayoutKind};
 use super::launch::{split64, Launch, Slots};
-use super::pipelines::{Kernel, LayoutKind};
 use crate::Result;
 
 /// Index range one sphere dispatch covers (a multiple of 4, so every dispatch starts on a
@@ -142,7 +142,7 @@ impl Gpu {
             .as_ref()
             .is_some_and(|s| s.slots.capacity() >= need_slots && s.partials.size() >= need_bytes);
         if !fits {
-            let slots = Slots::new(
+            let slots = Slots::for_launches(
                 self,
                 "zograd::sphere_uniforms",
                 need_slots.next_power_of_two(),
@@ -157,7 +157,7 @@ impl Gpu {
                     label: Some("zograd::sphere"),
                     layout: self.inner.layouts.bind_group_layout(LayoutKind::One),
                     entries: &[
-                        slots.entry(),
+                        slots.entry(0),
                         wgpu::BindGroupEntry {
                             binding: 1,
                             resource: partials.as_entire_binding(),
