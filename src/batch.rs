@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! [`BatchObjective`]: a loss written in WGSL that evaluates a whole batch of perturbed points
 //! `x + scale·z(seed, step, sample, ·)` in one dispatch, regenerating z on the fly, without
-//! writing x (DESIGN.md §6).
+//! writing x.
 
 use std::fmt;
 use std::ops::Range;
@@ -23,10 +23,10 @@ pub enum Workgroups {
 
 /// A loss computed by the user's WGSL that evaluates many perturbed points in **one dispatch**:
 /// f(x + scale_p·z(seed, step, sample_p, ·)) for p = 0 … P−1, with z regenerated on the fly
-/// from zograd's Philox stream (DESIGN.md §3) and x never written. It implements
-/// [`Objective`] with [`has_batch`](Objective::has_batch) = true, so the random estimators
-/// ([`Spsa`](crate::approx::Spsa), [`MeZo`](crate::approx::MeZo), …) hand all S samples' formula
-/// points to one [`loss_batch`](Objective::loss_batch) call: one submission and **one readback**
+/// from zograd's Philox stream (README, "Random-number contract") and x never written. It
+/// implements [`Objective`] with [`has_batch`](Objective::has_batch) = true, so the random
+/// estimators ([`Spsa`](crate::approx::Spsa), [`MeZo`](crate::approx::MeZo), …) hand all S
+/// samples' formula points to one [`loss_batch`](Objective::loss_batch) call: one submission and **one readback**
 /// per estimate, instead of a perturb pass, a loss pass and a readback per point.
 ///
 /// # The shader

@@ -12,7 +12,7 @@ use crate::gpu::launch::split64;
 use crate::{Distribution, Error, Params, Result};
 
 /// A random direction: element `i` is `z(seed, step, sample, i)` drawn from `distribution`
-/// (DESIGN.md §3), regenerated wherever it is used and never stored.
+/// (README, "Random-number contract"), regenerated wherever it is used and never stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Direction {
     /// The distribution of the elements.

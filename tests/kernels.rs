@@ -8,7 +8,7 @@ use zograd::kernels::{accumulate, axpy, copy, dot, fill, norm, perturb, scale, D
 use zograd::{cpu, Distribution, Params};
 
 /// GPU vs CPU: bit-exact for Rademacher (its values are ±1 and one f32 add), 1e-6 absolute +
-/// 1e-5 relative for the transcendental distributions (DESIGN.md §3).
+/// 1e-5 relative for the transcendental distributions (README, "Random-number contract").
 fn compare(dist: Distribution, got: &[f32], want: &[f32], what: &str) {
     if dist == Distribution::Rademacher || dist == Distribution::Uniform {
         for (i, (a, b)) in got.iter().zip(want).enumerate() {

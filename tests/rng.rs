@@ -29,7 +29,7 @@ fn philox_matches_random123_known_answers() {
     assert_eq!(checked, 3, "all three vectors");
 }
 
-/// The counter layout of DESIGN.md §3: [block lo, block hi, sample, step], key [seed lo, seed hi].
+/// The counter layout of the random-number contract (README, "Random-number contract"): [block lo, block hi, sample, step], key [seed lo, seed hi].
 #[test]
 fn block_uses_the_documented_counter_layout() {
     let seed = 0x1234_5678_9ABC_DEF0u64;
