@@ -26,8 +26,9 @@ pub enum Workgroups {
 /// from zograd's Philox stream (README, "Random-number contract") and x never written. It
 /// implements [`Objective`] with [`has_batch`](Objective::has_batch) = true, so the random
 /// estimators ([`Spsa`](crate::approx::Spsa), [`MeZo`](crate::approx::MeZo), …) hand all S
-/// samples' formula points to one [`loss_batch`](Objective::loss_batch) call: one submission and **one readback**
-/// per estimate, instead of a perturb pass, a loss pass and a readback per point.
+/// samples' formula points to one [`loss_batch`](Objective::loss_batch) call: one submission
+/// and **one readback** per estimate, instead of a perturb pass, a loss pass and a readback per
+/// point.
 ///
 /// # The shader
 /// The module compiled is [`wgsl::PHILOX`](crate::wgsl::PHILOX), then
