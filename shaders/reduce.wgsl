@@ -46,10 +46,14 @@ fn sphere_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 /// per thread the kernel ran at 0.18 of the copy kernel's speed on lavapipe).
 const DOT_PER_THREAD: u32 = 64u;
 
+/// The range of the largest |x| in which a thread's plain f32 sum of squares is kept.
+const SAFE_LOW: f32 = 9.094947e-13; // 2^-40
+const SAFE_HIGH: f32 = 1.0995116e12; // 2^40
+
 /// The exponent of an empty partial sum: far below any product of two f32 (2^-298).
 const EMPTY_EXP: i32 = -400;
 
-/// A partial sum v · 2^e, |v| at most DOT_PER_THREAD * 256.
+/// A partial sum v · 2^e, |v| at most 16 · DOT_PER_THREAD · 256.
 struct Scaled {
     v: f32,
     e: i32,
@@ -57,9 +61,29 @@ struct Scaled {
 
 var<workgroup> scratch_e: array<i32, 256>;
 
-/// e with m = f · 2^e, 0.5 <= f < 1 (0 for m = 0): scaling by 2^-e brings m into [0.5, 1).
-fn exponent_of(m: f32) -> i32 {
-    return frexp(m).exp;
+/// A running scale for the elements one thread reads: `e` is the exponent of the largest
+/// magnitude seen so far (|x| < 2^e, e clamped to [-126, 126] so that 2^e and 2^-e are normal
+/// f32), `bound` = 2^e and `factor` = 2^-e. x · factor is exact and below 4 in magnitude.
+struct Scale {
+    e: i32,
+    bound: f32,
+    factor: f32,
+}
+
+/// The scale before any element.
+fn no_scale() -> Scale {
+    return Scale(-126, ldexp(1.0, -126), ldexp(1.0, 126));
+}
+
+/// The scale grown to cover |x| (never shrunk): returns the growth in exponent (0 when x fits).
+fn grow(scale: ptr<function, Scale>, x: f32) -> i32 {
+    if (abs(x) >= (*scale).bound) {
+        let e = clamp(frexp(abs(x)).exp, (*scale).e, 126);
+        let up = e - (*scale).e;
+        (*scale) = Scale(e, ldexp(1.0, e), ldexp(1.0, -e));
+        return up;
+    }
+    return 0;
 }
 
 /// a + b at the larger of the two exponents. Scaling by a power of two is exact; the smaller
@@ -88,12 +112,11 @@ fn workgroup_scaled_sum(lid: u32, x: Scaled) -> Scaled {
 }
 
 /// sum of xs_i * ys_i over the chunk, DOT_PER_THREAD elements per thread, 256 apart, computed
-/// so that it neither overflows nor flushes small products to zero: each thread scales its xs
-/// and ys by the powers of two that bring its largest |x| and |y| into [0.5, 1) (exact), sums
-/// the scaled products, and the workgroup adds the (sum, exponent) pairs. Group g writes its sum
-/// v and exponent e to dst[2 (out_offset + g)] and the next slot; the host adds v · 2^e in f64.
-/// Squared norms bind one buffer as both xs and ys and set `launch.y_is_x = 1`: each element is
-/// then loaded once per pass (x_i * x_i).
+/// so that it neither overflows nor flushes small terms to zero: each thread sums its terms
+/// scaled by a power of two (exact; see the two branches), and the workgroup adds the
+/// (sum, exponent) pairs. Group g writes its sum v and exponent e to dst[2 (out_offset + g)] and
+/// the next slot; the host adds v · 2^e in f64. Squared norms bind one buffer as both xs and ys
+/// and set `launch.y_is_x = 1`: each element is then loaded once (x_i * x_i).
 @compute @workgroup_size(256)
 fn dot_product(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let group = group_index(wg);
@@ -101,37 +124,58 @@ fn dot_product(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         return;
     }
     let start = group * WG_SIZE * DOT_PER_THREAD + lid;
-    let squares = launch.y_is_x == 1u;
-    // Pass 1: the largest magnitudes.
-    var mx = 0.0;
-    var my = 0.0;
-    for (var k = 0u; k < DOT_PER_THREAD; k = k + 1u) {
-        let i = start + k * WG_SIZE;
-        if (i >= launch.len) {
-            break;
-        }
-        mx = max(mx, abs(xs[i]));
-        if (!squares) {
-            my = max(my, abs(ys[i]));
-        }
-    }
-    let ex = exponent_of(mx);
-    let ey = select(exponent_of(my), ex, squares);
-    // Pass 2: the scaled products.
     var v = 0.0;
-    for (var k = 0u; k < DOT_PER_THREAD; k = k + 1u) {
-        let i = start + k * WG_SIZE;
-        if (i >= launch.len) {
-            break;
-        }
-        let x = ldexp(xs[i], -ex);
-        if (squares) {
+    var e = 0;
+    if (launch.y_is_x == 1u) {
+        // Squares: the plain sum, exact enough while the largest |x| is within 2^±40 (no
+        // overflow; a square that underflows is below 2^-126, under 2^-40 of the sum's f32
+        // precision). Outside that range, a second pass with the exact scale of the largest.
+        var m = 0.0;
+        for (var k = 0u; k < DOT_PER_THREAD; k = k + 1u) {
+            let i = start + k * WG_SIZE;
+            if (i >= launch.len) {
+                break;
+            }
+            let x = xs[i];
             v = v + x * x;
-        } else {
-            v = v + x * ldexp(ys[i], -ey);
+            m = max(m, abs(x));
         }
+        if (m != 0.0 && !(m >= SAFE_LOW && m <= SAFE_HIGH)) {
+            let s = no_scale();
+            let ex = clamp(frexp(m).exp, s.e, 126);
+            let factor = ldexp(1.0, -ex);
+            v = 0.0;
+            for (var k = 0u; k < DOT_PER_THREAD; k = k + 1u) {
+                let i = start + k * WG_SIZE;
+                if (i >= launch.len) {
+                    break;
+                }
+                let t = xs[i] * factor;
+                v = v + t * t;
+            }
+            e = 2 * ex;
+        }
+    } else {
+        // Products: one pass with running scales; when a larger element raises a scale, v is
+        // rescaled first (powers of two: exact).
+        var sx = no_scale();
+        var sy = no_scale();
+        for (var k = 0u; k < DOT_PER_THREAD; k = k + 1u) {
+            let i = start + k * WG_SIZE;
+            if (i >= launch.len) {
+                break;
+            }
+            let x = xs[i];
+            let y = ys[i];
+            let up = grow(&sx, x) + grow(&sy, y);
+            if (up != 0) {
+                v = ldexp(v, max(-up, -160));
+            }
+            v = v + (x * sx.factor) * (y * sy.factor);
+        }
+        e = sx.e + sy.e;
     }
-    let mine = Scaled(v, select(ex + ey, EMPTY_EXP, v == 0.0));
+    let mine = Scaled(v, select(e, EMPTY_EXP, v == 0.0));
     let total = workgroup_scaled_sum(lid, mine);
     if (lid == 0u) {
         let at = 2u * (launch.out_offset + group);
