@@ -68,6 +68,12 @@ pub fn perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
     } else {
         scale
     };
+    launch_perturb(x, dir, scale)
+}
+
+/// `x += scale · z(dir)` with `scale` already including any Sphere factor: the perturb kernel of
+/// the distribution (the Rademacher one, or the one of the four-value distributions).
+fn launch_perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
     let kernel = match dir.distribution {
         Distribution::Rademacher => Kernel::PerturbRademacher,
         _ => Kernel::PerturbQuad,
@@ -137,18 +143,13 @@ pub fn scale_accumulate(
         // (x + c·z, bit for bit) with less work per element (one Philox block per 128
         // Rademacher elements instead of per 64, no term loop). The fused MeZO step lands here.
         // (Sphere factors are already folded into the coefficient.)
-        let kernel = match distribution {
-            Distribution::Rademacher => Kernel::PerturbRademacher,
-            _ => Kernel::PerturbQuad,
+        let dir = Direction {
+            distribution,
+            seed,
+            step,
+            sample: *sample,
         };
-        let (sample, coeff) = (*sample, *coeff);
-        return x.launch(kernel, |l| {
-            l.seed = split64(seed);
-            l.step = step;
-            l.sample = sample;
-            l.dist = distribution.code();
-            l.coef[0] = coeff;
-        });
+        return launch_perturb(x, &dir, *coeff);
     }
     let kernel = match distribution {
         Distribution::Rademacher if a == 1.0 => Kernel::AccumulateRademacher,
