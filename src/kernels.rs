@@ -248,7 +248,12 @@ pub fn adam(
     })
 }
 
-/// Σ xᵢ·yᵢ over all elements (workgroup partial sums in f32, added in f64). Waits for the GPU.
+/// Σ xᵢ·yᵢ over all elements. Waits for the GPU.
+///
+/// Each GPU thread sums its products in f32 scaled by powers of two (exact), so that neither
+/// elements up to f32's largest nor ones near its smallest normal overflow or vanish; the
+/// workgroup partial sums are added in f64. `x` and `y` need the same buffer lengths, not the
+/// same chunking ([`Params::set_max_chunk_len`]).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the shapes or devices differ.
@@ -256,7 +261,8 @@ pub fn dot(x: &Params, y: &Params) -> Result<f64> {
     x.reduce(Some(y))
 }
 
-/// ‖x‖₂ over all elements. Waits for the GPU.
+/// ‖x‖₂ over all elements, without overflow or underflow in f32 (as [`dot`]). Waits for the
+/// GPU.
 ///
 /// # Errors
 /// Device errors.

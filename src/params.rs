@@ -218,7 +218,9 @@ impl Params {
 
     /// Lowers the number of elements bound per dispatch below the adapter's limit (rounded down
     /// to the storage offset alignment), e.g. to keep single dispatches short, or to exercise
-    /// chunk boundaries in tests. Rebuilds the cached bind groups.
+    /// chunk boundaries in tests. Rebuilds the cached bind groups. Other `Params` a kernel
+    /// combines with this one may keep another chunking: launches are split at the union of
+    /// both operands' chunk boundaries.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `elems` is below the alignment (usually 64 elements).
@@ -317,7 +319,8 @@ impl Params {
         self.gpu.write_f32s(&writes)
     }
 
-    /// Whether `other` has the same buffer lengths (and so the same chunks).
+    /// Whether `other` has the same buffer lengths: the kernels combine such `Params` element by
+    /// element, whatever their chunking.
     #[must_use]
     pub fn same_shape(&self, other: &Params) -> bool {
         self.lens == other.lens
