@@ -608,3 +608,29 @@ fn dot_and_norm_neither_overflow_nor_underflow() {
     let got = norm(&small).unwrap();
     assert!((got - want).abs() <= 1e-6 * want, "1e-30: {got} vs {want}");
 }
+
+/// The bind groups a `Params` caches for a second operand follow that operand's chunking: after
+/// the source is re-chunked, a copy still pairs element i with element i (checked against the
+/// host data).
+#[test]
+fn cached_bind_groups_follow_a_rechunked_operand() {
+    let g = gpu();
+    let n = 5000usize;
+    let (a0, b0) = (data(31, n), data(32, n));
+    let mut dst = Params::from_slices(&g, &[&vec![0.0f32; n]]).unwrap();
+    let mut src = Params::from_slices(&g, &[&a0]).unwrap();
+    dst.set_max_chunk_len(1024).unwrap();
+    copy(&mut dst, &src).unwrap();
+    assert_eq!(dst.to_vec().unwrap(), a0);
+    src.set_max_chunk_len(1216).unwrap();
+    src.write(&b0).unwrap();
+    copy(&mut dst, &src).unwrap();
+    assert_eq!(
+        dst.to_vec().unwrap(),
+        b0,
+        "copy after re-chunking the source"
+    );
+    let want: f64 = b0.iter().map(|v| f64::from(*v).powi(2)).sum();
+    let got = dot(&dst, &src).unwrap();
+    assert!((got - want).abs() < 1e-4 * want, "dot {got} vs f64 {want}");
+}
