@@ -117,7 +117,7 @@ fn main() -> zograd::Result<()> {
         usage: wgpu::BufferUsages::STORAGE,
     });
     let groups = N.div_ceil(64) as u32;
-    let err = ShaderObjective::loss_buffer(&gpu, 1 + u64::from(groups));
+    let err = ShaderObjective::loss_buffer(&gpu, 1 + u64::from(groups))?;
     let mut loss = ShaderObjective::new(
         &gpu,
         SIMULATION_WGSL,

@@ -48,7 +48,7 @@ fn run(
     steps: u32,
 ) -> zograd::Result<()> {
     let mut x = Params::from_slices(gpu, &[&[-1.2f32, 1.0][..]])?;
-    let out = ShaderObjective::loss_buffer(gpu, 1);
+    let out = ShaderObjective::loss_buffer(gpu, 1)?;
     let mut loss = ShaderObjective::new(
         gpu,
         ROSENBROCK_WGSL,

@@ -83,7 +83,7 @@ fn least_squares(gpu: &Gpu, a: &[f32], b: &[f32], x: &Params) -> zograd::Result<
     let a = init("A", bytemuck::cast_slice(a), wgpu::BufferUsages::STORAGE);
     let b = init("b", bytemuck::cast_slice(b), wgpu::BufferUsages::STORAGE);
     let groups = M.div_ceil(WG as usize) as u32;
-    let partial = ShaderObjective::loss_buffer(gpu, 1 + u64::from(groups));
+    let partial = ShaderObjective::loss_buffer(gpu, 1 + u64::from(groups))?;
     ShaderObjective::new(
         gpu,
         LOSS_WGSL,

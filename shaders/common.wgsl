@@ -15,7 +15,7 @@ struct Launch {
     dist: u32,          // ZOGRAD_RADEMACHER / ZOGRAD_GAUSSIAN / ZOGRAD_UNIFORM
     step: u32,
     sample: u32,
-    n_terms: u32,       // accumulate: entries of `terms` (informational; kernels read terms[0])
+    y_is_x: u32,        // dot_product: 1 when ys is xs (a squared norm: one load per element)
     out_offset: u32,    // reductions: first partial-sum slot of this chunk
     coef: vec4<f32>,    // the kernel's scalars: coef.x is the scale of perturb/axpy/scale/fill
     coef2: vec4<f32>,   // more scalars (Adam's bias corrections)

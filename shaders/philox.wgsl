@@ -5,8 +5,8 @@
 // `zograd::wgsl::PHILOX`, so a user's shader can regenerate exactly the perturbations zograd uses.
 // Core WGSL only: 64-bit quantities travel as vec2<u32>(lo, hi).
 //
-// The random-number contract (DESIGN.md §3): for seed s (u64), step t, sample k and global element
-// index i (u64), with key = (s lo, s hi):
+// The random-number contract (README, "Random-number contract"): for seed s (u64), step t,
+// sample k and global element index i (u64), with key = (s lo, s hi):
 //   Rademacher: block = i / 128, out = philox((block lo, block hi, k, t), key),
 //               z = +1 if bit (i % 32) of out[(i % 128) / 32] is set, else -1.
 //   Gaussian:   block = i / 4, lane = i % 4, Box–Muller on out[2*(lane/2)], out[2*(lane/2)+1].

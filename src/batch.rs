@@ -1,16 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! [`BatchObjective`]: a loss written in WGSL that evaluates a whole batch of perturbed points
 //! `x + scale·z(seed, step, sample, ·)` in one dispatch, regenerating z on the fly, without
-//! writing x (DESIGN.md §6).
+//! writing x.
 
 use std::fmt;
 use std::ops::Range;
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::context::TrackedBuffer;
+use crate::gpu::program::{BatchBuffers, BatchUniform, Program};
 use crate::kernels::Direction;
-use crate::shader_objective::user_group;
 use crate::{Binding, Distribution, Error, Gpu, Objective, Params, Result};
 
 /// How many workgroups a pass of a [`BatchObjective`] dispatches.
@@ -24,42 +21,14 @@ pub enum Workgroups {
     PerPoint([u32; 2]),
 }
 
-/// The uniform of one dispatch; mirrors `struct ZogradBatch` in `shaders/batch.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct BatchUniform {
-    seed: [u32; 2],
-    step: u32,
-    dist: u32,
-    count: u32,
-    first: u32,
-    reserved: [u32; 2],
-}
-
-/// Bytes of [`BatchUniform`].
-const UNIFORM_BYTES: u64 = 32;
-const _: () = assert!(std::mem::size_of::<BatchUniform>() as u64 == UNIFORM_BYTES);
-
-/// The batch buffers (group 1): uniform slots, points, losses, and their bind group. Grown on
-/// demand, so a fixed population size allocates them once.
-#[derive(Debug)]
-struct Batch {
-    uniforms: TrackedBuffer,
-    stride: u64,
-    slots: usize,
-    points: TrackedBuffer,
-    losses: TrackedBuffer,
-    capacity: usize,
-    group: wgpu::BindGroup,
-}
-
 /// A loss computed by the user's WGSL that evaluates many perturbed points in **one dispatch**:
 /// f(x + scale_p·z(seed, step, sample_p, ·)) for p = 0 … P−1, with z regenerated on the fly
-/// from zograd's Philox stream (DESIGN.md §3) and x never written. It implements
-/// [`Objective`] with [`has_batch`](Objective::has_batch) = true, so the random estimators
-/// ([`Spsa`](crate::approx::Spsa), [`MeZo`](crate::approx::MeZo), …) hand all S samples' formula
-/// points to one [`loss_batch`](Objective::loss_batch) call: one submission and **one readback**
-/// per estimate, instead of a perturb pass, a loss pass and a readback per point.
+/// from zograd's Philox stream (README, "Random-number contract") and x never written. It
+/// implements [`Objective`] with [`has_batch`](Objective::has_batch) = true, so the random
+/// estimators ([`Spsa`](crate::approx::Spsa), [`MeZo`](crate::approx::MeZo), …) hand all S
+/// samples' formula points to one [`loss_batch`](Objective::loss_batch) call: one submission
+/// and **one readback** per estimate, instead of a perturb pass, a loss pass and a readback per
+/// point.
 ///
 /// # The shader
 /// The module compiled is [`wgsl::PHILOX`](crate::wgsl::PHILOX), then
@@ -146,11 +115,9 @@ struct Batch {
 /// ```
 pub struct BatchObjective {
     gpu: Gpu,
-    passes: Vec<(wgpu::ComputePipeline, Workgroups)>,
-    user: wgpu::BindGroup,
-    layout: wgpu::BindGroupLayout,
+    program: Program<Workgroups>,
     max_points: u32,
-    batch: Batch,
+    batch: BatchBuffers,
     evaluations: u64,
     readbacks: u64,
 }
@@ -158,7 +125,7 @@ pub struct BatchObjective {
 impl fmt::Debug for BatchObjective {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchObjective")
-            .field("passes", &self.passes.len())
+            .field("passes", &self.program.passes())
             .field("max_points", &self.max_points)
             .field("evaluations", &self.evaluations)
             .field("readbacks", &self.readbacks)
@@ -196,51 +163,24 @@ impl BatchObjective {
                  got {max_points}"
             )));
         }
-        let device = gpu.device();
         let source = format!(
             "{}\n{}\n{}",
             crate::gpu::shaders::PHILOX,
             crate::gpu::shaders::BATCH,
             wgsl
         );
-        let (passes, user, layout) = gpu.scoped(|| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("zograd::BatchObjective"),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-            let (user_layout, user) = user_group(device, bindings, "zograd::BatchObjective");
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("zograd::BatchObjective batch"),
-                entries: &[
-                    wgpu::BindGroupLayoutEntry {
-                        binding: 0,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: true,
-                            min_binding_size: wgpu::BufferSize::new(UNIFORM_BYTES),
-                        },
-                        count: None,
-                    },
-                    crate::gpu::pipelines::storage_entry(1, true),
-                    crate::gpu::pipelines::storage_entry(2, false),
-                ],
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("zograd::BatchObjective"),
-                bind_group_layouts: &[Some(&user_layout), Some(&layout)],
-                immediate_size: 0,
-            });
-            let passes =
-                crate::shader_objective::compile_passes(device, &module, &pipeline_layout, passes);
-            Ok((passes, user, layout))
-        })?;
-        let batch = Batch::new(gpu, &layout, max_points as usize, 1)?;
+        let program = Program::new(
+            gpu,
+            "zograd::BatchObjective",
+            &source,
+            bindings,
+            passes,
+            true,
+        )?;
+        let batch = BatchBuffers::new(gpu, &program, max_points as usize, 1)?;
         Ok(Self {
             gpu: gpu.clone(),
-            passes,
-            user,
-            layout,
+            program,
             max_points,
             batch,
             evaluations: 0,
@@ -336,58 +276,25 @@ impl BatchObjective {
                 reserved: [0; 2],
             });
         }
-        if self.batch.capacity < points.len() || self.batch.slots < runs.len() {
-            self.batch = Batch::new(
+        if !self.batch.fits(points.len(), runs.len()) {
+            let (capacity, slots) = self.batch.room();
+            self.batch = BatchBuffers::new(
                 &self.gpu,
-                &self.layout,
-                points.len().max(self.batch.capacity),
-                runs.len().max(self.batch.slots),
+                &self.program,
+                points.len().max(capacity),
+                runs.len().max(slots),
             )?;
         }
-        let batch = &self.batch;
-        let encoder = self.gpu.scoped(|| {
-            let queue = self.gpu.queue();
-            let mut bytes = vec![0u8; batch.stride as usize * uniforms.len()];
-            for (k, u) in uniforms.iter().enumerate() {
-                let at = k * batch.stride as usize;
-                bytes[at..at + UNIFORM_BYTES as usize].copy_from_slice(bytemuck::bytes_of(u));
-            }
-            queue.write_buffer(&batch.uniforms, 0, &bytes);
-            queue.write_buffer(&batch.points, 0, bytemuck::cast_slice(&packed));
-            let mut encoder =
-                self.gpu
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("zograd::BatchObjective"),
-                    });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("zograd::BatchObjective"),
-                    timestamp_writes: None,
-                });
-                pass.set_bind_group(0, &self.user, &[]);
-                for (k, u) in uniforms.iter().enumerate() {
-                    pass.set_bind_group(1, &batch.group, &[(k as u64 * batch.stride) as u32]);
-                    for (pipeline, groups) in &self.passes {
-                        pass.set_pipeline(pipeline);
-                        let [x, y, z] = match *groups {
-                            Workgroups::Fixed(g) => g,
-                            Workgroups::PerPoint([x, y]) => [x, y, u.count],
-                        };
-                        pass.dispatch_workgroups(x, y, z);
-                    }
-                }
-            }
-            Ok(encoder)
-        })?;
         // The passes and the readback of the losses: one submission.
-        let mut out = Vec::with_capacity(points.len());
-        self.gpu.read_f32_after(
-            Some(encoder),
-            &batch.losses,
-            0,
-            points.len() as u64,
-            &mut out,
+        let out = self.program.run_batch(
+            &self.gpu,
+            &self.batch,
+            &uniforms,
+            &packed,
+            |groups, count| match groups {
+                Workgroups::Fixed(g) => g,
+                Workgroups::PerPoint([x, y]) => [x, y, count],
+            },
         )?;
         self.evaluations += points.len() as u64;
         self.readbacks += 1;
@@ -408,66 +315,6 @@ fn runs(points: &[(Direction, f32)], max: usize) -> Vec<Range<usize>> {
         }
     }
     out
-}
-
-impl Batch {
-    fn new(
-        gpu: &Gpu,
-        layout: &wgpu::BindGroupLayout,
-        capacity: usize,
-        slots: usize,
-    ) -> Result<Self> {
-        let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment).max(1);
-        let stride = UNIFORM_BYTES.div_ceil(align) * align;
-        let uniforms = gpu.create_buffer(
-            "zograd::BatchObjective uniforms",
-            stride * slots as u64,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        )?;
-        let points = gpu.create_buffer(
-            "zograd::BatchObjective points",
-            8 * capacity as u64,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        )?;
-        let losses = gpu.create_buffer(
-            "zograd::BatchObjective losses",
-            4 * capacity as u64,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        )?;
-        let group = gpu.scoped(|| {
-            Ok(gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("zograd::BatchObjective batch"),
-                layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &uniforms,
-                            offset: 0,
-                            size: wgpu::BufferSize::new(UNIFORM_BYTES),
-                        }),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: points.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: losses.as_entire_binding(),
-                    },
-                ],
-            }))
-        })?;
-        Ok(Self {
-            uniforms,
-            stride,
-            slots,
-            points,
-            losses,
-            capacity,
-            group,
-        })
-    }
 }
 
 impl Objective for BatchObjective {

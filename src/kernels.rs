@@ -7,12 +7,12 @@
 //! which computes its norm). Every kernel processes every buffer of the [`Params`] in chunks of at
 //! most the adapter's storage-binding size. [`crate::cpu`] holds the CPU twin of each.
 
+use crate::gpu::kernel::Kernel;
 use crate::gpu::launch::split64;
-use crate::gpu::pipelines::Kernel;
 use crate::{Distribution, Error, Params, Result};
 
 /// A random direction: element `i` is `z(seed, step, sample, i)` drawn from `distribution`
-/// (DESIGN.md §3), regenerated wherever it is used and never stored.
+/// (README, "Random-number contract"), regenerated wherever it is used and never stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Direction {
     /// The distribution of the elements.
@@ -68,6 +68,12 @@ pub fn perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
     } else {
         scale
     };
+    launch_perturb(x, dir, scale)
+}
+
+/// `x += scale · z(dir)` with `scale` already including any Sphere factor: the perturb kernel of
+/// the distribution (the Rademacher one, or the one of the four-value distributions).
+fn launch_perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
     let kernel = match dir.distribution {
         Distribution::Rademacher => Kernel::PerturbRademacher,
         _ => Kernel::PerturbQuad,
@@ -137,18 +143,13 @@ pub fn scale_accumulate(
         // (x + c·z, bit for bit) with less work per element (one Philox block per 128
         // Rademacher elements instead of per 64, no term loop). The fused MeZO step lands here.
         // (Sphere factors are already folded into the coefficient.)
-        let kernel = match distribution {
-            Distribution::Rademacher => Kernel::PerturbRademacher,
-            _ => Kernel::PerturbQuad,
+        let dir = Direction {
+            distribution,
+            seed,
+            step,
+            sample: *sample,
         };
-        let (sample, coeff) = (*sample, *coeff);
-        return x.launch(kernel, |l| {
-            l.seed = split64(seed);
-            l.step = step;
-            l.sample = sample;
-            l.dist = distribution.code();
-            l.coef[0] = coeff;
-        });
+        return launch_perturb(x, &dir, *coeff);
     }
     let kernel = match distribution {
         Distribution::Rademacher if a == 1.0 => Kernel::AccumulateRademacher,
@@ -247,7 +248,12 @@ pub fn adam(
     })
 }
 
-/// Σ xᵢ·yᵢ over all elements (workgroup partial sums in f32, added in f64). Waits for the GPU.
+/// Σ xᵢ·yᵢ over all elements. Waits for the GPU.
+///
+/// Each GPU thread sums its products in f32 scaled by powers of two (exact), so that neither
+/// elements up to f32's largest nor ones near its smallest normal overflow or vanish; the
+/// workgroup partial sums are added in f64. `x` and `y` need the same buffer lengths, not the
+/// same chunking ([`Params::set_max_chunk_len`]).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the shapes or devices differ.
@@ -255,7 +261,8 @@ pub fn dot(x: &Params, y: &Params) -> Result<f64> {
     x.reduce(Some(y))
 }
 
-/// ‖x‖₂ over all elements. Waits for the GPU.
+/// ‖x‖₂ over all elements, without overflow or underflow in f32 (as [`dot`]). Waits for the
+/// GPU.
 ///
 /// # Errors
 /// Device errors.

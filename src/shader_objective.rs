@@ -3,18 +3,11 @@
 
 use std::fmt;
 
+use crate::gpu::buffers::{check_usage, Use};
+use crate::gpu::program::Program;
 use crate::{Error, Gpu, Objective, Params, Result};
 
-/// How a buffer is bound for a [`ShaderObjective`], in binding order 0, 1, 2, … of group 0.
-#[derive(Clone, Copy, Debug)]
-pub enum Binding<'a> {
-    /// `var<uniform>`.
-    Uniform(&'a wgpu::Buffer),
-    /// `var<storage, read>`: data, or the parameter buffers ([`Params::buffers`]).
-    Read(&'a wgpu::Buffer),
-    /// `var<storage, read_write>`: scratch and the loss output.
-    ReadWrite(&'a wgpu::Buffer),
-}
+pub use crate::gpu::program::Binding;
 
 /// A loss computed by the user's WGSL: one or more compute passes (entry points of one module,
 /// each with its workgroup count) over bound buffers — the parameter buffers among them — that
@@ -30,7 +23,7 @@ pub enum Binding<'a> {
 /// # fn main() -> zograd::Result<()> {
 /// let gpu = Gpu::new()?;
 /// let x = Params::from_slices(&gpu, &[&[3.0f32, 4.0][..]])?;
-/// let out = ShaderObjective::loss_buffer(&gpu, 1);
+/// let out = ShaderObjective::loss_buffer(&gpu, 1)?;
 /// let wgsl = "
 ///     @group(0) @binding(0) var<storage, read> x: array<f32>;
 ///     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -47,8 +40,7 @@ pub enum Binding<'a> {
 /// ```
 pub struct ShaderObjective {
     gpu: Gpu,
-    passes: Vec<(wgpu::ComputePipeline, [u32; 3])>,
-    group: wgpu::BindGroup,
+    program: Program<[u32; 3]>,
     output: wgpu::Buffer,
     offset: u64,
     evaluations: u64,
@@ -57,7 +49,7 @@ pub struct ShaderObjective {
 impl fmt::Debug for ShaderObjective {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShaderObjective")
-            .field("passes", &self.passes.len())
+            .field("passes", &self.program.passes())
             .field("evaluations", &self.evaluations)
             .finish_non_exhaustive()
     }
@@ -84,45 +76,38 @@ impl ShaderObjective {
                 "passes: at least one compute pass is needed",
             ));
         }
-        if !output.0.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-            return Err(Error::invalid(
-                "output: the loss buffer needs COPY_SRC usage",
-            ));
-        }
-        let device = gpu.device();
-        gpu.scoped(|| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("zograd::ShaderObjective"),
-                source: wgpu::ShaderSource::Wgsl(wgsl.into()),
-            });
-            let (layout, group) = user_group(device, bindings, "zograd::ShaderObjective");
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("zograd::ShaderObjective"),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let passes = compile_passes(device, &module, &pipeline_layout, passes);
-            Ok(Self {
-                gpu: gpu.clone(),
-                passes,
-                group,
-                output: output.0.clone(),
-                offset: output.1,
-                evaluations: 0,
-            })
+        check_usage(output.0, "output", Use::ReadBack)?;
+        let program = Program::new(
+            gpu,
+            "zograd::ShaderObjective",
+            wgsl,
+            bindings,
+            passes,
+            false,
+        )?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            program,
+            output: output.0.clone(),
+            offset: output.1,
+            evaluations: 0,
         })
     }
 
-    /// A zeroed storage buffer of `floats` f32 with `COPY_SRC`, for the loss (and any partial
-    /// sums the passes keep beside it).
-    #[must_use]
-    pub fn loss_buffer(gpu: &Gpu, floats: u64) -> wgpu::Buffer {
-        gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("zograd::ShaderObjective loss"),
-            size: 4 * floats.max(1),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        })
+    /// A zeroed storage buffer of `floats` f32 (at least one) with `COPY_SRC`, for the loss (and
+    /// any partial sums the passes keep beside it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `4 · floats` bytes overflow; [`Error::TooLarge`] past the
+    /// adapter's `max_buffer_size`; device errors (caught in an error scope, also on a device
+    /// adopted with [`Gpu::from_wgpu`]).
+    pub fn loss_buffer(gpu: &Gpu, floats: u64) -> Result<wgpu::Buffer> {
+        let bytes = floats.max(1).checked_mul(4).ok_or_else(|| {
+            Error::invalid(format!(
+                "floats: {floats} f32 do not fit in a buffer (4 · floats overflows)"
+            ))
+        })?;
+        gpu.create_user_storage("zograd::ShaderObjective loss", bytes)
     }
 
     /// Runs the passes and reads the loss back (one readback, in the same submission as the
@@ -139,30 +124,10 @@ impl ShaderObjective {
                 self.output.size()
             )));
         }
-        let encoder = self.gpu.scoped(|| {
-            let mut encoder =
-                self.gpu
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("zograd::ShaderObjective"),
-                    });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("zograd::ShaderObjective"),
-                    timestamp_writes: None,
-                });
-                pass.set_bind_group(0, &self.group, &[]);
-                for (pipeline, [x, y, z]) in &self.passes {
-                    pass.set_pipeline(pipeline);
-                    pass.dispatch_workgroups(*x, *y, *z);
-                }
-            }
-            Ok(encoder)
-        })?;
         // The passes and the readback of the loss: one submission.
-        let mut out = Vec::with_capacity(1);
-        self.gpu
-            .read_f32_after(Some(encoder), &self.output, self.offset, 1, &mut out)?;
+        let out = self
+            .program
+            .run_and_read(&self.gpu, |g| g, (&self.output, self.offset, 1))?;
         self.evaluations += 1;
         Ok(out[0])
     }
@@ -174,80 +139,8 @@ impl ShaderObjective {
     }
 }
 
-/// The bind-group layout and bind group of the user's `bindings` (binding k = `bindings[k]`),
-/// shared with [`BatchObjective`](crate::BatchObjective).
-pub(crate) fn user_group(
-    device: &wgpu::Device,
-    bindings: &[Binding<'_>],
-    label: &str,
-) -> (wgpu::BindGroupLayout, wgpu::BindGroup) {
-    let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
-        .iter()
-        .enumerate()
-        .map(|(k, b)| wgpu::BindGroupLayoutEntry {
-            binding: k as u32,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: match b {
-                    Binding::Uniform(_) => wgpu::BufferBindingType::Uniform,
-                    Binding::Read(_) => wgpu::BufferBindingType::Storage { read_only: true },
-                    Binding::ReadWrite(_) => wgpu::BufferBindingType::Storage { read_only: false },
-                },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        })
-        .collect();
-    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-        label: Some(label),
-        entries: &entries,
-    });
-    let group_entries: Vec<wgpu::BindGroupEntry<'_>> = bindings
-        .iter()
-        .enumerate()
-        .map(|(k, b)| {
-            let (Binding::Uniform(buf) | Binding::Read(buf) | Binding::ReadWrite(buf)) = b;
-            wgpu::BindGroupEntry {
-                binding: k as u32,
-                resource: buf.as_entire_binding(),
-            }
-        })
-        .collect();
-    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(label),
-        layout: &layout,
-        entries: &group_entries,
-    });
-    (layout, group)
-}
-
 impl Objective for ShaderObjective {
     fn loss(&mut self, _params: &Params) -> Result<f32> {
         self.evaluate()
     }
-}
-
-/// One compute pipeline per `(entry point, workgroups)` pass of `module`, with the workgroups
-/// kept beside it (the passes of a [`ShaderObjective`] or a `BatchObjective`).
-pub(crate) fn compile_passes<G: Copy>(
-    device: &wgpu::Device,
-    module: &wgpu::ShaderModule,
-    layout: &wgpu::PipelineLayout,
-    passes: &[(&str, G)],
-) -> Vec<(wgpu::ComputePipeline, G)> {
-    passes
-        .iter()
-        .map(|(entry, groups)| {
-            let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(layout),
-                module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions::default(),
-                cache: None,
-            });
-            (p, *groups)
-        })
-        .collect()
 }

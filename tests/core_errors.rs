@@ -105,3 +105,36 @@ fn wgpu_validation_errors_come_back_as_errors() {
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
+
+/// `Gpu::read_f32s` with a count whose byte length overflows u64 (it used to overflow, then
+/// allocate), and `ShaderObjective::loss_buffer` with a size whose bytes overflow: named errors.
+#[test]
+fn readback_and_loss_buffer_sizes_that_overflow_are_rejected() {
+    let g = gpu();
+    let x = Params::from_slices(&g, &[&[1.5f32, 2.5][..]]).unwrap();
+    let buffer = &x.buffers()[0];
+    invalid_naming(
+        g.read_f32s(buffer, 4, u64::MAX / 2),
+        &["offset", "9223372036854775807"],
+    );
+    invalid_naming(
+        g.read_f32s(buffer, u64::MAX - 3, 1),
+        &["offset", "18446744073709551612"],
+    );
+    invalid_naming(g.read_f32s(buffer, 4, 2), &["offset", "8 bytes"]);
+    assert_eq!(g.read_f32s(buffer, 4, 1).unwrap(), vec![2.5]);
+    invalid_naming(
+        zograd::ShaderObjective::loss_buffer(&g, u64::MAX / 2),
+        &["floats", "9223372036854775807"],
+    );
+    let past = g.limits().max_buffer_size / 4 + 1;
+    assert!(
+        matches!(
+            zograd::ShaderObjective::loss_buffer(&g, past),
+            Err(Error::TooLarge(_))
+        ),
+        "a loss buffer past max_buffer_size"
+    );
+    let out = zograd::ShaderObjective::loss_buffer(&g, 3).unwrap();
+    assert_eq!(out.size(), 12);
+}

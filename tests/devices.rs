@@ -99,3 +99,19 @@ fn dispatches_past_the_grid_limit_use_a_second_dimension() {
         .all(|(a, b)| *a == 2.0 * b));
     assert!((norm(&y).unwrap() - 2.0 * cpu::dot(&x0, &x0).sqrt()).abs() < 1e-3);
 }
+
+/// On an adopted device (no zograd error handler: wgpu's default one panics), a loss buffer past
+/// the device's `max_buffer_size` is an error, not a panic.
+#[test]
+fn loss_buffers_past_an_adopted_devices_limit_are_an_error() {
+    let _serial = serial();
+    let small = device_with(|l| l.max_buffer_size = 1 << 20);
+    let r = zograd::ShaderObjective::loss_buffer(&small, 1 << 19);
+    assert!(matches!(r, Err(Error::TooLarge(_))), "{r:?}");
+    assert_eq!(
+        zograd::ShaderObjective::loss_buffer(&small, 1 << 18)
+            .unwrap()
+            .size(),
+        1 << 20
+    );
+}

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Host overhead at the floor (DESIGN.md §5): after the first steps, an optimiser step creates
+//! Host overhead at the floor (README, "Performance"): after the first steps, an optimiser step creates
 //! no buffer, bind group, layout, shader module or pipeline, maps one staging buffer and waits
 //! for the GPU once per loss evaluation (once per batch with `loss_batch`), and nowhere else.
 //!

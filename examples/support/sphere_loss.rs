@@ -173,7 +173,7 @@ impl SphereLoss {
                 contents: bytemuck::cast_slice(&[n, threads, slot, 0]),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
-        let partial = ShaderObjective::loss_buffer(gpu, u64::from(slot) + 1);
+        let partial = ShaderObjective::loss_buffer(gpu, u64::from(slot) + 1)?;
         let bindings = [
             Binding::Uniform(&dims),
             Binding::Read(&x.buffers()[0]),

@@ -6,7 +6,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use super::pipelines::{Kernel, Layouts};
+use super::kernel::Kernel;
+use super::pipelines::Layouts;
 use crate::{Error, Result};
 
 static NEXT_GPU_ID: AtomicU64 = AtomicU64::new(1);
@@ -336,6 +337,27 @@ impl Gpu {
             }))
         })?;
         Ok(TrackedBuffer::new(buffer, &self.inner.allocated))
+    }
+}
+
+impl Gpu {
+    /// A zeroed `STORAGE | COPY_SRC` buffer of `size` bytes handed to the user (not counted in
+    /// [`Gpu::allocated_bytes`]: zograd does not hold it), created inside an error scope.
+    pub(crate) fn create_user_storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        if size > self.inner.limits.max_buffer_size {
+            return Err(Error::TooLarge(format!(
+                "{label}: {size} bytes exceeds the adapter's max_buffer_size of {}",
+                self.inner.limits.max_buffer_size
+            )));
+        }
+        self.scoped(|| {
+            Ok(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }))
+        })
     }
 }
 

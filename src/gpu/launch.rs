@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::context::{Gpu, TrackedBuffer};
-use super::pipelines::Kernel;
+use super::kernel::Kernel;
 use crate::{Error, Result};
 
 /// Bytes of [`Launch`] (the WGSL `Launch` struct in `shaders/common.wgsl`).
@@ -20,10 +20,14 @@ pub(crate) struct Launch {
     pub len: u32,
     pub groups_x: u32,
     pub n_groups: u32,
+    /// The distribution's code (`Distribution::code`), for the kernels that draw directions.
     pub dist: u32,
     pub step: u32,
     pub sample: u32,
-    pub n_terms: u32,
+    /// `dot_product`: 1 when the second operand is the first (a squared norm: each element is
+    /// loaded once).
+    pub y_is_x: u32,
+    /// Reductions: the first partial-sum slot of this launch.
     pub out_offset: u32,
     /// The kernel's scalars; `coef[0]` is the scale of perturb, axpy, scale and fill, and the
     /// multiplier of the accumulated buffer in accumulate.
@@ -76,18 +80,21 @@ impl Launch {
     }
 }
 
-/// A uniform buffer with one slot per chunk, each slot aligned for dynamic offsets.
+/// A uniform buffer of `capacity` slots of `slot_bytes` each, every slot aligned for dynamic
+/// offsets: the launch uniforms of the kernels, and the batch uniforms of a `BatchObjective`.
+/// The only place that knows the slot stride.
 #[derive(Debug)]
 pub(crate) struct Slots {
     buffer: TrackedBuffer,
     stride: u64,
+    slot_bytes: u64,
     capacity: usize,
 }
 
 impl Slots {
-    pub(crate) fn new(gpu: &Gpu, label: &str, capacity: usize) -> Result<Self> {
+    pub(crate) fn new(gpu: &Gpu, label: &str, capacity: usize, slot_bytes: u64) -> Result<Self> {
         let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment).max(1);
-        let stride = LAUNCH_BYTES.div_ceil(align) * align;
+        let stride = slot_bytes.div_ceil(align) * align;
         let buffer = gpu.create_buffer(
             label,
             stride * capacity.max(1) as u64,
@@ -96,12 +103,39 @@ impl Slots {
         Ok(Self {
             buffer,
             stride,
+            slot_bytes,
             capacity: capacity.max(1),
         })
     }
 
+    /// Launch uniforms: slots of [`LAUNCH_BYTES`].
+    pub(crate) fn for_launches(gpu: &Gpu, label: &str, capacity: usize) -> Result<Self> {
+        Self::new(gpu, label, capacity, LAUNCH_BYTES)
+    }
+
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The dynamic offset of slot `k`.
+    pub(crate) fn offset(&self, k: usize) -> u32 {
+        (k as u64 * self.stride) as u32
+    }
+
+    /// Queues the write of `values` into slots 0, 1, … (it lands before the next submission).
+    pub(crate) fn write<T: Pod>(&self, gpu: &Gpu, values: &[T]) {
+        assert!(
+            values.len() <= self.capacity,
+            "more values than uniform slots"
+        );
+        let size = std::mem::size_of::<T>();
+        assert_eq!(size as u64, self.slot_bytes, "a value is one slot");
+        let mut bytes = vec![0u8; self.stride as usize * values.len()];
+        for (k, v) in values.iter().enumerate() {
+            let at = k * self.stride as usize;
+            bytes[at..at + size].copy_from_slice(bytemuck::bytes_of(v));
+        }
+        gpu.queue().write_buffer(&self.buffer, 0, &bytes);
     }
 
     /// Writes the launches into the slots, records one compute pass that dispatches `kernel`
@@ -141,16 +175,8 @@ impl Slots {
         pipeline: &wgpu::ComputePipeline,
         launches: &[(Launch, &wgpu::BindGroup)],
     ) -> wgpu::CommandEncoder {
-        assert!(
-            launches.len() <= self.capacity,
-            "more launches than uniform slots"
-        );
-        let mut bytes = vec![0u8; self.stride as usize * launches.len()];
-        for (k, (launch, _)) in launches.iter().enumerate() {
-            let at = k * self.stride as usize;
-            bytes[at..at + LAUNCH_BYTES as usize].copy_from_slice(bytemuck::bytes_of(launch));
-        }
-        gpu.queue().write_buffer(&self.buffer, 0, &bytes);
+        let uniforms: Vec<Launch> = launches.iter().map(|(l, _)| *l).collect();
+        self.write(gpu, &uniforms);
         let mut encoder = gpu
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -163,7 +189,7 @@ impl Slots {
             });
             pass.set_pipeline(pipeline);
             for (k, (launch, group)) in launches.iter().enumerate() {
-                pass.set_bind_group(0, *group, &[(k as u64 * self.stride) as u32]);
+                pass.set_bind_group(0, *group, &[self.offset(k)]);
                 let (x, y) = launch.grid();
                 pass.dispatch_workgroups(x, y, 1);
             }
@@ -171,15 +197,15 @@ impl Slots {
         encoder
     }
 
-    /// A bind-group entry for the uniform at binding 0 (one slot wide; the dynamic offset moves
+    /// A bind-group entry for the uniform at `binding` (one slot wide; the dynamic offset moves
     /// it).
-    pub(crate) fn entry(&self) -> wgpu::BindGroupEntry<'_> {
+    pub(crate) fn entry(&self, binding: u32) -> wgpu::BindGroupEntry<'_> {
         wgpu::BindGroupEntry {
-            binding: 0,
+            binding,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &self.buffer,
                 offset: 0,
-                size: wgpu::BufferSize::new(LAUNCH_BYTES),
+                size: wgpu::BufferSize::new(self.slot_bytes),
             }),
         }
     }

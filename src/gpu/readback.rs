@@ -67,10 +67,11 @@ impl Gpu {
                 buffer.usage()
             )));
         }
-        if !offset.is_multiple_of(4) || offset + count * 4 > buffer.size() {
+        let end = count.checked_mul(4).and_then(|b| offset.checked_add(b));
+        if !offset.is_multiple_of(4) || end.is_none_or(|end| end > buffer.size()) {
             return Err(Error::InvalidArgument(format!(
-                "offset: bytes {offset}..{} are not 4-aligned inside the buffer of {} bytes",
-                offset + count * 4,
+                "offset: {count} f32 from byte {offset} are not 4-aligned inside the buffer of {} \
+                 bytes",
                 buffer.size()
             )));
         }

@@ -3,24 +3,55 @@
 //! one reduction pass over the index range (no parameter buffer is read), cached per
 //! (seed, step, sample, n).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::context::{lock, Gpu, TrackedBuffer};
+use super::kernel::{Kernel, LayoutKind};
 use super::launch::{split64, Launch, Slots};
-use super::pipelines::{Kernel, LayoutKind};
 use crate::Result;
 
 /// Index range one sphere dispatch covers (a multiple of 4, so every dispatch starts on a
 /// Philox block).
 const PIECE: u64 = 1 << 28;
-/// Cached norms kept before the cache is cleared.
+/// Norms the cache holds at most, whatever the number of estimators sharing the device: past
+/// it, the oldest entries not needed by the current call are evicted first.
 const CACHE_CAP: usize = 4096;
+
+/// The cache key: (seed, step, sample, n).
+type Key = (u64, u32, u32, u64);
 
 /// Cached norms and the scratch buffers of the reduction, grown on demand.
 #[derive(Debug, Default)]
 pub(crate) struct SphereState {
-    norms: HashMap<(u64, u32, u32, u64), f64>,
+    norms: HashMap<Key, f64>,
+    /// Keys of `norms`, oldest first.
+    order: VecDeque<Key>,
     scratch: Option<Scratch>,
+}
+
+impl SphereState {
+    /// Adds `fresh` norms, then evicts the oldest entries down to [`CACHE_CAP`], never one of
+    /// `needed` (the keys of the current call, which the caller is about to use).
+    fn insert(&mut self, fresh: impl IntoIterator<Item = (Key, f64)>, needed: &[Key]) {
+        for (key, norm) in fresh {
+            if self.norms.insert(key, norm).is_none() {
+                self.order.push_back(key);
+            }
+        }
+        // Each needed key is moved to the back at most once, so this ends.
+        let mut kept = 0;
+        while self.norms.len() > CACHE_CAP && kept < self.order.len() {
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
+            if needed.contains(&key) {
+                self.order.push_back(key);
+                kept += 1;
+            } else {
+                self.norms.remove(&key);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -41,26 +72,39 @@ impl Gpu {
         n: u64,
     ) -> Result<Vec<f64>> {
         let mut state = lock(&self.inner.sphere);
+        let key = |s: u32| (seed, step, s, n);
         let missing: Vec<u32> = samples
             .iter()
             .copied()
-            .filter(|s| !state.norms.contains_key(&(seed, step, *s, n)))
-            .collect::<std::collections::BTreeSet<_>>()
+            .filter(|s| !state.norms.contains_key(&key(*s)))
+            .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        let mut fresh = HashMap::with_capacity(missing.len());
         if !missing.is_empty() {
             let sums = self.sphere_sumsq(&mut state, seed, step, &missing, n)?;
-            if state.norms.len() + missing.len() > CACHE_CAP {
-                state.norms.clear();
-            }
-            for (s, v) in missing.iter().zip(sums) {
-                state.norms.insert((seed, step, *s, n), v.sqrt());
-            }
+            fresh.extend(
+                missing
+                    .iter()
+                    .map(|s| key(*s))
+                    .zip(sums.iter().map(|v| v.sqrt())),
+            );
         }
-        Ok(samples
+        // The answer is taken before anything is evicted.
+        let norms: Vec<f64> = samples
             .iter()
-            .map(|s| state.norms[&(seed, step, *s, n)])
-            .collect())
+            .map(|s| {
+                let k = key(*s);
+                fresh
+                    .get(&k)
+                    .or_else(|| state.norms.get(&k))
+                    .copied()
+                    .expect("every sample was cached or has just been computed")
+            })
+            .collect();
+        let needed: Vec<Key> = samples.iter().map(|s| key(*s)).collect();
+        state.insert(fresh, &needed);
+        Ok(norms)
     }
 
     fn sphere_sumsq(
@@ -98,7 +142,7 @@ impl Gpu {
             .as_ref()
             .is_some_and(|s| s.slots.capacity() >= need_slots && s.partials.size() >= need_bytes);
         if !fits {
-            let slots = Slots::new(
+            let slots = Slots::for_launches(
                 self,
                 "zograd::sphere_uniforms",
                 need_slots.next_power_of_two(),
@@ -113,7 +157,7 @@ impl Gpu {
                     label: Some("zograd::sphere"),
                     layout: self.inner.layouts.bind_group_layout(LayoutKind::One),
                     entries: &[
-                        slots.entry(),
+                        slots.entry(0),
                         wgpu::BindGroupEntry {
                             binding: 1,
                             resource: partials.as_entire_binding(),
@@ -138,5 +182,29 @@ impl Gpu {
             sums[k] += f64::from(*v);
         }
         Ok(sums)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full cache evicts its oldest entries first and keeps the keys the call needs, however
+    /// old.
+    #[test]
+    fn eviction_is_oldest_first_and_spares_the_needed_keys() {
+        let mut state = SphereState::default();
+        let key = |step: u32| (0u64, step, 0u32, 8u64);
+        state.insert((0..CACHE_CAP as u32).map(|s| (key(s), 1.0)), &[]);
+        assert_eq!(state.norms.len(), CACHE_CAP);
+        state.insert([(key(9999), 2.0), (key(10_000), 3.0)], &[key(0), key(9999)]);
+        assert_eq!(state.norms.len(), CACHE_CAP);
+        assert!(
+            state.norms.contains_key(&key(0)),
+            "a needed key was evicted"
+        );
+        assert!(!state.norms.contains_key(&key(1)) && !state.norms.contains_key(&key(2)));
+        assert!(state.norms.contains_key(&key(3)));
+        assert_eq!(state.order.len(), state.norms.len());
     }
 }

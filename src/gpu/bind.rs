@@ -1,0 +1,434 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Binding f32 buffers to the kernels: chunking (a buffer bound in ranges of at most the
+//! adapter's storage-binding size), the launches over those ranges, and the cache of bind
+//! groups that makes a repeated launch create nothing.
+//!
+//! Callers describe their buffers as plain [`Operand`]s (buffers, chunks and a cache key): this
+//! module knows nothing of `Params`, which owns one [`BindCache`] and calls in.
+//!
+//! Operands of one launch may be chunked differently (their `set_max_chunk_len` differ): the
+//! launch is split at the union of all operands' chunk boundaries, so that every dispatch binds
+//! one range of each operand, all over the same global indices.
+
+use super::context::{Gpu, TrackedBuffer};
+use super::kernel::{Kernel, LayoutKind};
+use super::launch::{Launch, Slots};
+use crate::Result;
+
+/// How many other operand sets one [`BindCache`] keeps bind groups for (copy/axpy sources,
+/// optimiser state, dot-product partners).
+const PAIR_CACHE: usize = 8;
+
+/// A range of one buffer bound at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    /// The buffer.
+    pub part: usize,
+    /// First element within the buffer.
+    pub first: u64,
+    pub len: u64,
+    /// Global index of the first element.
+    pub global: u64,
+}
+
+/// The ranges [`make_chunks`] cuts buffers of `lens` elements (global offsets `offsets`) into:
+/// each buffer in order, in ranges of at most `chunk_len`.
+pub(crate) fn make_chunks(lens: &[u64], offsets: &[u64], chunk_len: u64) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    for (part, (&len, &off)) in lens.iter().zip(offsets).enumerate() {
+        let mut first = 0;
+        while first < len {
+            let n = (len - first).min(chunk_len);
+            chunks.push(Chunk {
+                part,
+                first,
+                len: n,
+                global: off + first,
+            });
+            first += n;
+        }
+    }
+    chunks
+}
+
+/// The storage offset alignment in elements.
+pub(crate) fn storage_align_elems(gpu: &Gpu) -> u64 {
+    (u64::from(gpu.limits().min_storage_buffer_offset_alignment) / 4).max(1)
+}
+
+/// Elements per chunk: the binding limit, at most 2^30 (u32 index math) and at most what a 2-D
+/// grid of the adapter's size covers (1024 elements per workgroup, one group spare for chunks
+/// that start inside a Philox block), aligned down to the storage offset alignment.
+pub(crate) fn default_chunk_len(gpu: &Gpu) -> u64 {
+    let align = storage_align_elems(gpu);
+    let by_limit = gpu.limits().max_storage_buffer_binding_size / 4;
+    let by_grid = super::launch::grid_capacity(gpu);
+    ((by_limit.min(by_grid).min(1 << 30)) / align) * align
+}
+
+/// f32 buffers as a launch sees them. Every operand of one launch has the same total length
+/// and the same buffer boundaries; only the chunking may differ.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Operand<'a> {
+    pub buffers: &'a [wgpu::Buffer],
+    pub chunks: &'a [Chunk],
+    /// Equal keys mean the same buffers chunked the same way (the bind-group cache's key).
+    pub key: (u64, u64),
+}
+
+/// One dispatch's ranges: `len` elements from global index `global`, and for each operand the
+/// (buffer, first element) it binds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Piece {
+    global: u64,
+    len: u64,
+    at: Vec<(usize, u64)>,
+}
+
+/// The launch ranges of `operands`: their chunks cut at the union of all chunk boundaries.
+/// With equal chunkings these are the chunks themselves.
+fn pieces(operands: &[Operand<'_>]) -> Vec<Piece> {
+    let total: u64 = operands[0].chunks.iter().map(|c| c.len).sum();
+    let mut next = vec![0usize; operands.len()];
+    let mut out = Vec::new();
+    let mut g = 0;
+    while g < total {
+        let mut end = total;
+        let mut at = Vec::with_capacity(operands.len());
+        for (k, o) in operands.iter().enumerate() {
+            while o.chunks[next[k]].global + o.chunks[next[k]].len <= g {
+                next[k] += 1;
+            }
+            let c = o.chunks[next[k]];
+            end = end.min(c.global + c.len);
+            at.push((c.part, c.first + (g - c.global)));
+        }
+        out.push(Piece {
+            global: g,
+            len: end - g,
+            at,
+        });
+        g = end;
+    }
+    out
+}
+
+/// The bind groups of one set of operands, one per piece, with their own launch uniforms.
+#[derive(Debug)]
+struct Groups {
+    slots: Slots,
+    pieces: Vec<Piece>,
+    groups: Vec<wgpu::BindGroup>,
+}
+
+/// One launch of `kernel` per piece, completed by `fill`.
+fn launches_over(
+    gpu: &Gpu,
+    kernel: Kernel,
+    pieces: &[Piece],
+    fill: &dyn Fn(&mut Launch),
+) -> Result<Vec<Launch>> {
+    pieces
+        .iter()
+        .map(|p| {
+            let mut l = Launch::new(gpu, kernel, p.len, p.global)?;
+            fill(&mut l);
+            Ok(l)
+        })
+        .collect()
+}
+
+impl Groups {
+    /// Groups of `layout` over the pieces of `operands`, bound at bindings 1, 2, … in order,
+    /// with `whole = (k, buffer)` bound entire as the k-th storage binding (binding k + 1) and
+    /// the operands after it moved up by one.
+    fn new(
+        gpu: &Gpu,
+        layout: LayoutKind,
+        operands: &[Operand<'_>],
+        whole: Option<(usize, &wgpu::Buffer)>,
+    ) -> Result<Self> {
+        let pieces = pieces(operands);
+        let slots = Slots::for_launches(gpu, "zograd::launch_uniforms", pieces.len())?;
+        let groups = gpu.scoped(|| {
+            Ok(pieces
+                .iter()
+                .map(|p| {
+                    let mut storage: Vec<wgpu::BindingResource<'_>> =
+                        p.at.iter()
+                            .enumerate()
+                            .map(|(k, (part, at))| {
+                                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                    buffer: &operands[k].buffers[*part],
+                                    offset: at * 4,
+                                    size: wgpu::BufferSize::new(p.len * 4),
+                                })
+                            })
+                            .collect();
+                    if let Some((k, buffer)) = whole {
+                        storage.insert(k, buffer.as_entire_binding());
+                    }
+                    let mut entries = vec![slots.entry(0)];
+                    entries.extend(storage.into_iter().enumerate().map(|(k, resource)| {
+                        wgpu::BindGroupEntry {
+                            binding: 1 + k as u32,
+                            resource,
+                        }
+                    }));
+                    gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("zograd::operands"),
+                        layout: gpu.inner.layouts.bind_group_layout(layout),
+                        entries: &entries,
+                    })
+                })
+                .collect())
+        })?;
+        Ok(Self {
+            slots,
+            pieces,
+            groups,
+        })
+    }
+
+    fn launches(
+        &self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        fill: &dyn Fn(&mut Launch),
+    ) -> Result<Vec<Launch>> {
+        launches_over(gpu, kernel, &self.pieces, fill)
+    }
+
+    /// Writes the launches into the uniforms and records their dispatches, one per piece.
+    fn encode(
+        &self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        launches: &[Launch],
+    ) -> Result<wgpu::CommandEncoder> {
+        let items: Vec<_> = launches.iter().copied().zip(&self.groups).collect();
+        self.slots.encode(gpu, kernel, &items)
+    }
+
+    fn submit(&self, gpu: &Gpu, kernel: Kernel, launches: &[Launch]) -> Result<()> {
+        let items: Vec<_> = launches.iter().copied().zip(&self.groups).collect();
+        self.slots.submit(gpu, kernel, &items)
+    }
+}
+
+/// The accumulate kernels' terms buffer and its groups.
+#[derive(Debug)]
+struct Terms {
+    buffer: TrackedBuffer,
+    capacity: usize,
+    groups: Groups,
+}
+
+/// The reductions' partial sums and their groups per second operand.
+#[derive(Debug)]
+struct Reduce {
+    partials: TrackedBuffer,
+    n_partials: u64,
+    sets: Vec<((u64, u64), Groups)>,
+}
+
+/// The cached launch uniforms and bind groups of one operand (created once, reused by every
+/// launch): the uniforms and groups of the single-operand kernels, the accumulate terms, the
+/// groups with other operands and those of the reductions.
+#[derive(Debug)]
+pub(crate) struct BindCache {
+    single: Groups,
+    terms: Option<Terms>,
+    pairs: Vec<(Vec<(u64, u64)>, Groups)>,
+    reduce: Option<Reduce>,
+}
+
+/// Keeps at most [`PAIR_CACHE`] entries, dropping the oldest.
+fn make_room<T>(v: &mut Vec<T>) {
+    if v.len() >= PAIR_CACHE {
+        v.remove(0);
+    }
+}
+
+impl BindCache {
+    /// The cache of `x`, with the groups of the single-operand kernels made now (a buffer of
+    /// another device fails here, as a validation error).
+    pub(crate) fn new(gpu: &Gpu, x: Operand<'_>) -> Result<Self> {
+        Ok(Self {
+            single: Groups::new(gpu, LayoutKind::One, &[x], None)?,
+            terms: None,
+            pairs: Vec::new(),
+            reduce: None,
+        })
+    }
+
+    /// Launches `kernel` (layout One) over `x`, whose cache this is; `fill` completes each
+    /// launch. Submits without waiting.
+    pub(crate) fn launch(
+        &self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        fill: &dyn Fn(&mut Launch),
+    ) -> Result<()> {
+        let launches = self.single.launches(gpu, kernel, fill)?;
+        self.single.submit(gpu, kernel, &launches)
+    }
+
+    /// Launches an accumulate `kernel` over `x` with `terms` (sample, coefficient) at binding 2.
+    pub(crate) fn launch_terms(
+        &mut self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        x: Operand<'_>,
+        terms: &[(u32, f32)],
+        fill: &dyn Fn(&mut Launch),
+    ) -> Result<()> {
+        // Slot 0 holds the count, then one (sample, coeff bits) pair per term.
+        let need = terms.len() + 1;
+        if self.terms.as_ref().is_none_or(|t| t.capacity < need) {
+            let capacity = need.next_power_of_two().max(16);
+            let buffer = gpu.create_buffer(
+                "zograd::terms",
+                capacity as u64 * 8,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            )?;
+            let groups = Groups::new(gpu, LayoutKind::Two, &[x], Some((1, &buffer)))?;
+            self.terms = Some(Terms {
+                buffer,
+                capacity,
+                groups,
+            });
+        }
+        let t = self
+            .terms
+            .as_ref()
+            .expect("the terms binding was just created");
+        let packed: Vec<[u32; 2]> = std::iter::once([terms.len() as u32, 0])
+            .chain(terms.iter().map(|(s, c)| [*s, c.to_bits()]))
+            .collect();
+        let launches = t.groups.launches(gpu, kernel, fill)?;
+        gpu.scoped(|| {
+            gpu.queue()
+                .write_buffer(&t.buffer, 0, bytemuck::cast_slice(&packed));
+            Ok(())
+        })?;
+        t.groups.submit(gpu, kernel, &launches)
+    }
+
+    /// Launches `kernel` with `x` read-write at binding 1 and `others` at bindings 2, 3 (read
+    /// only or read-write as the kernel's layout says), split at the union of their chunk
+    /// boundaries.
+    pub(crate) fn launch_with(
+        &mut self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        x: Operand<'_>,
+        others: &[Operand<'_>],
+        fill: &dyn Fn(&mut Launch),
+    ) -> Result<()> {
+        debug_assert_eq!(others.len(), kernel.layout().extra());
+        let key: Vec<(u64, u64)> = others.iter().map(|o| o.key).collect();
+        let pos = match self.pairs.iter().position(|(k, _)| *k == key) {
+            Some(p) => p,
+            None => {
+                let mut operands = vec![x];
+                operands.extend_from_slice(others);
+                let groups = Groups::new(gpu, kernel.layout(), &operands, None)?;
+                make_room(&mut self.pairs);
+                self.pairs.push((key, groups));
+                self.pairs.len() - 1
+            }
+        };
+        let groups = &self.pairs[pos].1;
+        let launches = groups.launches(gpu, kernel, fill)?;
+        groups.submit(gpu, kernel, &launches)
+    }
+
+    /// Σ xᵢ·yᵢ over all elements (`y = None`: y = x, the squared norm; the buffer is then bound
+    /// twice, read-only, and read once): per-workgroup scaled partial sums on the GPU (no
+    /// overflow, no underflow of small products), added in f64 on the host. Waits for the GPU
+    /// (one readback).
+    pub(crate) fn reduce(
+        &mut self,
+        gpu: &Gpu,
+        x: Operand<'_>,
+        y: Option<Operand<'_>>,
+    ) -> Result<f64> {
+        let y_is_x = y.is_none();
+        let y = y.unwrap_or(x);
+        let mut launches = launches_over(gpu, Kernel::Dot, &pieces(&[x, y]), &|l| {
+            l.y_is_x = u32::from(y_is_x);
+        })?;
+        let mut offset = 0u32;
+        for l in &mut launches {
+            l.out_offset = offset;
+            offset += l.n_groups;
+        }
+        let total = u64::from(offset);
+        if self.reduce.as_ref().is_none_or(|r| r.n_partials < total) {
+            // Two floats per group. The cached groups bind the old buffer: they go with it.
+            self.reduce = Some(Reduce {
+                partials: gpu.create_buffer(
+                    "zograd::partials",
+                    total * 8,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                )?,
+                n_partials: total,
+                sets: Vec::new(),
+            });
+        }
+        let r = self.reduce.as_mut().expect("the reduce binding exists");
+        let pos = match r.sets.iter().position(|(k, _)| *k == y.key) {
+            Some(p) => p,
+            None => {
+                let groups = Groups::new(gpu, LayoutKind::Three, &[x, y], Some((0, &r.partials)))?;
+                make_room(&mut r.sets);
+                r.sets.push((y.key, groups));
+                r.sets.len() - 1
+            }
+        };
+        // The reduction and the readback of its partial sums: one submission.
+        let encoder = r.sets[pos].1.encode(gpu, Kernel::Dot, &launches)?;
+        let mut partial = Vec::with_capacity(2 * total as usize);
+        gpu.read_f32_after(Some(encoder), &r.partials, 0, 2 * total, &mut partial)?;
+        Ok(partial
+            .chunks_exact(2)
+            .map(|p| f64::from(p[0]) * 2f64.powi(p[1] as i32))
+            .sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operand<'a>(chunks: &'a [Chunk]) -> Operand<'a> {
+        Operand {
+            buffers: &[],
+            chunks,
+            key: (0, 0),
+        }
+    }
+
+    /// Pieces cut at the union of both chunkings, over two buffers of 300 and 100 elements
+    /// chunked by 128 and by 64.
+    #[test]
+    fn pieces_cut_at_the_union_of_the_boundaries() {
+        let (lens, offsets) = ([300, 100], [0, 300]);
+        let a = make_chunks(&lens, &offsets, 128);
+        let b = make_chunks(&lens, &offsets, 192);
+        let p = pieces(&[operand(&a), operand(&b)]);
+        let cuts: Vec<(u64, u64)> = p.iter().map(|p| (p.global, p.len)).collect();
+        assert_eq!(
+            cuts,
+            vec![(0, 128), (128, 64), (192, 64), (256, 44), (300, 100)]
+        );
+        // The third piece: elements 192.. of buffer 0 are element 64 of a's second chunk and
+        // element 0 of b's second chunk, both at buffer offset 192.
+        assert_eq!(p[2].at, vec![(0, 192), (0, 192)]);
+        assert_eq!(p[4].at, vec![(1, 0), (1, 0)]);
+        // Equal chunkings: the chunks themselves.
+        let same = pieces(&[operand(&a), operand(&a)]);
+        assert_eq!(same.len(), a.len());
+    }
+}
