@@ -221,8 +221,7 @@ fn step_times(gpu: &Gpu, sizes: &[u64]) -> Result<Vec<Steps>> {
         let t_copy = time(gpu, budget, || copy(&mut scratch, &x))?;
         drop(scratch);
         let mut loss = sumsq;
-        let (t_mezo, e_mezo) =
-            time_steps(gpu, budget, &mut x, &mut loss, MeZo::new().seed(1))?;
+        let (t_mezo, e_mezo) = time_steps(gpu, budget, &mut x, &mut loss, MeZo::new().seed(1))?;
         let (t_spsa1, e_spsa1) = time_steps(gpu, budget, &mut x, &mut loss, Spsa::new().seed(1))?;
         let (t_spsa16, e_spsa16) = time_steps(
             gpu,
