@@ -81,7 +81,7 @@ pub enum Workgroups {
 /// would give each thread many elements and reduce in a second pass, see
 /// `examples/population.rs`):
 ///
-/// ```no_run
+/// ```
 /// use zograd::approx::{GradApproximator, Spsa};
 /// use zograd::{BatchObjective, Binding, Gpu, Params, Workgroups};
 /// # fn main() -> zograd::Result<()> {
