@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Optimisers: a gradient approximator followed by a chain of modules, as torchzero writes
-//! `tz.Optimizer(params, tz.m.SPSA(), tz.m.HeavyBall(0.9), tz.m.LR(1e-3))` (SPEC.md §3–§4).
+//! `tz.Optimizer(params, tz.m.SPSA(), tz.m.HeavyBall(0.9), tz.m.LR(1e-3))` (see
+//! ARCHITECTURE.md, "The optimiser chain").
 //!
 //! ```no_run
 //! use zograd::approx::MeZo;
@@ -26,7 +27,7 @@
 //! loss or the gradient at other points — [`Backtracking`], [`NewtonCg`] — call the objective
 //! and the approximator themselves.
 //!
-//! The approximator's [`Target`] (SPEC.md §3) says what the chain may do with it:
+//! The approximator's [`Target`] says what the chain may do with it:
 //!
 //! | target | the chain starts from the estimate | the estimate is kept as the gradient ([`Context::grad`]) | the approximator is an oracle at other points ([`Context::approximator`]) |
 //! |---|---|---|---|
