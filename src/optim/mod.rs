@@ -505,7 +505,7 @@ pub(crate) fn loss_at_x(ctx: &mut Context<'_>) -> Result<f32> {
     if let Some(f) = ctx.loss {
         return Ok(f);
     }
-    let f = ctx.objective.loss(ctx.params)?;
+    let f = ctx.objective.scoped_loss(ctx.params)?;
     ctx.evaluations += 1;
     let f = crate::approx::check_loss(f, || "f(x) for the line search".into())?;
     ctx.loss = Some(f);
@@ -515,7 +515,7 @@ pub(crate) fn loss_at_x(ctx: &mut Context<'_>) -> Result<f32> {
 /// f(x + t·update), with x moved back afterwards (also on error or panic); counted.
 pub(crate) fn loss_shifted(ctx: &mut Context<'_>, t: f32) -> Result<f32> {
     let mut shifted = shifted(ctx.params, t, ctx.update, ctx.saved)?;
-    let f = ctx.objective.loss(shifted.params());
+    let f = ctx.objective.scoped_loss(shifted.params());
     shifted.finish()?;
     ctx.evaluations += 1;
     f
