@@ -325,6 +325,16 @@ fn ping_pong_steps_match_an_f64_simulation() {
     // A second evaluation starts again from the reset state.
     assert_eq!(f64::from(loss.loss(&x).unwrap()), got);
     assert_eq!(loss.evaluations(), 2);
+    // A step whose bind group does not fit its pipeline: an error when evaluated (on the
+    // adopted device, whose default handler would panic), and the device works on.
+    let mut steps = app.steps();
+    steps[1] = Step::dispatch(&app.frame, &[&app.mismatched_group()], app.workgroups());
+    let mut broken = ShaderObjective::from_steps(&app.gpu, steps, (&app.out, 0)).unwrap();
+    match broken.loss(&x) {
+        Err(Error::Validation(_)) => {}
+        other => panic!("a mismatched bind group gave {other:?}"),
+    }
+    assert_eq!(f64::from(loss.loss(&x).unwrap()), got);
 
     // Fdm through the user's pipelines vs the f64 central difference.
     let mut g = x.zeros_like().unwrap();
@@ -539,4 +549,88 @@ fn watch_device_loss_reports_a_lost_adopted_device() {
     lost(x.to_vec().map(drop), "to_vec");
     lost(opt.step(&mut x, &mut loss).map(drop), "the next step");
     lost(gpu.wait(), "wait");
+}
+
+/// `Optimizer::measure_loss(true)`: `StepReport::loss` and `loss_approx` are f(x) at the step's
+/// start point (checked against Σ (xᵢ − cᵢ)² in f64 of the x read before the step), counted as
+/// one evaluation; a forward formula takes the measured value as its f₀ (no extra evaluation);
+/// off by default, where a central estimate reports a perturbed value.
+#[test]
+fn measure_loss_reports_f_at_the_start_point() {
+    use zograd::approx::{Formula, Spsa};
+    let _s = serial();
+    let gpu = common::gpu();
+    let c = common::data(21, 64);
+    let x0: Vec<f32> = common::data(22, 64).iter().map(|v| v * 3.0).collect();
+    let f64_loss = |x: &[f32]| -> f64 {
+        x.iter()
+            .zip(&c)
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+            .sum()
+    };
+    let loss = |p: &Params| -> zograd::Result<f32> {
+        Ok(p.to_vec()?
+            .iter()
+            .zip(&c)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum())
+    };
+    let build = |case: usize, x: &Params, measure: bool| match case {
+        0 => opt_of(&gpu, x, MeZo::new().h(0.5).seed(1), true, measure),
+        1 => opt_of(&gpu, x, Spsa::new().h(0.5).seed(1), false, measure),
+        _ => {
+            let forward = Spsa::new().h(0.5).formula(Formula::Forward).seed(1);
+            opt_of(&gpu, x, forward, false, measure)
+        }
+    };
+    // (name, evaluations per step without / with measure_loss)
+    let cases = [
+        ("MeZo fused, central", 2, 3),
+        ("Spsa unfused, central", 2, 3),
+        ("Spsa unfused, forward (f₀ reused)", 2, 2),
+    ];
+    for (case, (name, plain_evals, measured_evals)) in cases.into_iter().enumerate() {
+        for measure in [false, true] {
+            let mut x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
+            let mut opt = build(case, &x, measure);
+            let mut l = loss;
+            for k in 0..3 {
+                let start = x.to_vec().unwrap();
+                let want = f64_loss(&start);
+                let r = opt.step(&mut x, &mut l).unwrap();
+                let what = format!("{name}, measure_loss({measure}), step {k}");
+                if measure {
+                    assert_eq!(r.evaluations, measured_evals, "{what}");
+                    let got = f64::from(r.loss.expect("measured"));
+                    assert!((got - want).abs() <= 1e-5 * want, "{what}: {got} vs {want}");
+                    assert_eq!(r.loss_approx, r.loss, "{what}");
+                } else {
+                    assert_eq!(r.evaluations, plain_evals, "{what}");
+                    if name.contains("central") {
+                        assert_eq!(r.loss, None, "{what}: a central estimate never sees f(x)");
+                        // ... and its loss_approx is a perturbed value, here far from f(x).
+                        let approx = f64::from(r.loss_approx.expect("a perturbed value"));
+                        assert!(
+                            (approx - want).abs() > 1e-2 * want,
+                            "{what}: {approx} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn opt_of<A: zograd::approx::GradApproximator + Send + 'static>(
+    gpu: &Gpu,
+    x: &Params,
+    approximator: A,
+    fuse: bool,
+    measure: bool,
+) -> Optimizer {
+    Optimizer::new(gpu, x, approximator)
+        .unwrap()
+        .fuse(fuse)
+        .measure_loss(measure)
+        .then(Lr::new(1e-3))
 }
