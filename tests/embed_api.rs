@@ -44,8 +44,11 @@ fn app_device() -> (wgpu::Device, wgpu::Queue) {
 }
 
 /// Particles on a ring; a frame diffuses and damps: s'ᵢ = sᵢ + a·(sᵢ₋₁ + sᵢ₊₁ − 2sᵢ) − b·sᵢ.
+/// The parameter block is a uniform in the application's shader (zograd's kernels bind the same
+/// buffer as storage).
 const FRAME_WGSL: &str = "
-@group(0) @binding(0) var<storage, read> p: array<f32>;
+struct Params { a: f32, b: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @compute @workgroup_size(64) fn frame(@builtin(global_invocation_id) id: vec3<u32>) {
@@ -54,7 +57,7 @@ const FRAME_WGSL: &str = "
     if (i >= n) { return; }
     let left = src[(i + n - 1u) % n];
     let right = src[(i + 1u) % n];
-    dst[i] = src[i] + p[0] * (left + right - 2.0 * src[i]) - p[1] * src[i];
+    dst[i] = src[i] + p.a * (left + right - 2.0 * src[i]) - p.b * src[i];
 }";
 
 /// Σ (sᵢ − goalᵢ)², one thread.
@@ -105,7 +108,7 @@ fn loss_f64(p: [f64; 2], s0: &[f32], goal: &[f32]) -> f64 {
         .sum()
 }
 
-/// The application: its device, its buffers (a 2-float parameter block, the initial state, two
+/// The application: its device, its buffers (a 2-float uniform parameter block, the initial state, two
 /// state buffers, the goal, the loss) and its pipelines and bind groups, written as a wgpu
 /// application writes them; zograd adopts the device and the parameter buffer.
 struct App {
@@ -141,10 +144,12 @@ impl App {
             .iter()
             .map(|&v| v as f32)
             .collect();
+        // A uniform parameter block, with the usages zograd needs added: STORAGE for its
+        // kernels, COPY_SRC to read it, COPY_DST for writes (Fdm).
         let param_buf = init(
             "params",
             &START_PARAMS,
-            U::STORAGE | U::COPY_SRC | U::COPY_DST,
+            U::UNIFORM | U::STORAGE | U::COPY_SRC | U::COPY_DST,
         );
         let initial = init("initial", &s0, U::STORAGE | U::COPY_SRC);
         let zeros = vec![0.0f32; N];

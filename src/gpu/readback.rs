@@ -46,7 +46,9 @@ impl Gpu {
 
     /// Reads `count` f32 values starting at byte `offset` of `buffer` (which needs `COPY_SRC`),
     /// through a reused staging buffer: the one readback a user's loss closure needs after its
-    /// own shaders wrote the loss. Waits for the GPU (submitted work included).
+    /// own shaders wrote the loss (a closure that records its shaders into an encoder instead
+    /// of submitting them saves a submission with [`read_f32_after`](Gpu::read_f32_after)).
+    /// Waits for the GPU (submitted work included).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a range outside the buffer, an unaligned offset or a buffer
