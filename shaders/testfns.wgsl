@@ -7,12 +7,13 @@
 // `BatchObjective::new` prepends (the `ShaderObjective` is compiled from the same three sources;
 // its entry points touch no batch binding).
 //
-// The function value at x: f(x) = g(z), z_i = zstar + (x − c)_{perm(i)}, where g is the textbook
-// function (minimiser zstar·1), c the centre (the shift x_opt, or zstar·1 without a shift) and
-// perm a permutation (or the identity). g is a sum of per-coordinate terms in up to two sums;
+// The function value at x: f(x) = g(z), z = zstar + B·y, y_k = (x − c)_{perm(k)}, where g is
+// the textbook function (minimiser zstar·1), c the centre (the shift x_opt, or zstar·1 without a
+// shift), perm a permutation (or the identity) and B block-diagonal orthogonal (blocks of
+// `rot_block` coordinates, matrices from a pool in tf_rot; or the identity). g is a sum of per-coordinate terms in up to two sums;
 // Ackley and Different Powers finish with a scalar function of the sums.
 //
-// Reduction: a thread sums its 128 consecutive coordinates, a workgroup of 64 threads adds its
+// Reduction: a thread sums its 128 consecutive coordinates (rotated: its block of at most 40), a workgroup of 64 threads adds its
 // threads' sums by a tree into one partial per workgroup and point, and the finish pass (one
 // workgroup per point) adds the partials by a strided sum and a tree. The worst-case f32 error is
 // about (128 + 6 + log2(groups))·2⁻²⁴·Σ|terms| (tests/testfns.rs derives its tolerances from it).
@@ -24,8 +25,10 @@ struct TfDims {
     permuted: u32,   // 1: z_i reads coordinate perm[i]
     plain_base: u32, // first slot of the plain evaluation's partials; its loss sits at plain_base + 2·groups
     zstar: f32,      // the minimiser of g in every coordinate
-    pad0: u32,
-    pad1: u32,
+    per_thread: u32, // coordinates per thread: 128, or rot_block when rotated
+    rot_block: u32,  // 0: no rotation; else the block size s (<= 40)
+    rot_pool: u32,   // full blocks b use the s×s matrix b % rot_pool at tf_rot[(b % rot_pool)·s²]
+    rot_last: u32,   // offset in tf_rot of the last block's matrix when it is smaller than s
 }
 
 @group(0) @binding(0) var<storage, read> tf_dims: TfDims;
@@ -34,6 +37,8 @@ struct TfDims {
 @group(0) @binding(3) var<storage, read> tf_perm: array<u32>;
 // Point p's partials: tf_partial[2·(p·groups + g) + k], k = 0, 1 (the two sums).
 @group(0) @binding(4) var<storage, read_write> tf_partial: array<f32>;
+// Block rotation matrices, row-major.
+@group(0) @binding(5) var<storage, read> tf_rot: array<f32>;
 
 const TF_SPHERE: u32 = 0u;
 const TF_ELLIPSOID: u32 = 1u;
@@ -44,7 +49,6 @@ const TF_STYBLINSKI_TANG: u32 = 5u;
 const TF_DIFFERENT_POWERS: u32 = 6u;
 const TF_LEVY: u32 = 7u;
 
-const TF_PER_THREAD: u32 = 128u;
 const TF_WG: u32 = 64u;
 const TF_PI: f32 = 3.14159265358979;
 const TF_LOG2_10: f32 = 3.32192809488736;
@@ -55,6 +59,10 @@ var<workgroup> tf_sums: array<vec2<f32>, 64>;
 var<private> tf_cached: u32 = 0xFFFFFFFFu;
 var<private> tf_block: vec4<u32>;
 var<private> tf_quad: vec4<f32>;
+
+// The y values of the thread's rotation block and of the next one (Rosenbrock's z_{i+1}).
+var<private> tf_y: array<f32, 40>;
+var<private> tf_y2: array<f32, 40>;
 
 /// The source coordinate of z_i.
 fn tf_source(i: u32) -> u32 {
@@ -206,15 +214,92 @@ fn tf_total(first: u32, lid: u32) -> vec2<f32> {
     return tf_tree(lid, s);
 }
 
+/// The offset in tf_rot of the matrix of the block starting at coordinate a, of cnt coordinates.
+fn tf_rot_offset(a: u32, cnt: u32) -> u32 {
+    let s = tf_dims.rot_block;
+    if (cnt < s) {
+        return tf_dims.rot_last;
+    }
+    return ((a / s) % tf_dims.rot_pool) * s * s;
+}
+
+/// z_{a+i} = zstar + Σ_k B[i, k]·y_k over the block (cnt coordinates, matrix at `off`).
+fn tf_rot_row(off: u32, cnt: u32, i: u32, y: ptr<private, array<f32, 40>>) -> f32 {
+    var s = 0.0;
+    for (var k = 0u; k < cnt; k = k + 1u) {
+        s = s + tf_rot[off + i * cnt + k] * (*y)[k];
+    }
+    return tf_dims.zstar + s;
+}
+
+/// The sums over the rotated block [a, a + cnt) with y in tf_y (and the next block's, of ncnt
+/// coordinates, in tf_y2 when ncnt > 0).
+fn tf_rot_sum(a: u32, cnt: u32, ncnt: u32) -> vec2<f32> {
+    var s = vec2<f32>(0.0);
+    let off = tf_rot_offset(a, cnt);
+    var z = tf_rot_row(off, cnt, 0u, &tf_y);
+    for (var i = 0u; i < cnt; i = i + 1u) {
+        var zn = 0.0;
+        if (i + 1u < cnt) {
+            zn = tf_rot_row(off, cnt, i + 1u, &tf_y);
+        } else if (ncnt > 0u) {
+            zn = tf_rot_row(tf_rot_offset(a + cnt, ncnt), ncnt, 0u, &tf_y2);
+        }
+        s = s + tf_term(a + i, z, zn);
+        z = zn;
+    }
+    return s;
+}
+
+/// Coordinates in the block after the one of `cnt` coordinates at a, when Rosenbrock needs it.
+fn tf_next_count(a: u32, cnt: u32) -> u32 {
+    if (tf_dims.func != TF_ROSENBROCK || a + cnt >= tf_dims.n) {
+        return 0u;
+    }
+    return min(tf_dims.rot_block, tf_dims.n - a - cnt);
+}
+
+/// y_k = (x + dz_p − c)_{perm(a+k)} for k < cnt, into tf_y (second = false) or tf_y2.
+fn tf_load_point(p: u32, a: u32, cnt: u32, second: bool) {
+    for (var k = 0u; k < cnt; k = k + 1u) {
+        let j = tf_source(a + k);
+        let v = (tf_x[j] + tf_dz(p, j)) - tf_centre[j];
+        if (second) {
+            tf_y2[k] = v;
+        } else {
+            tf_y[k] = v;
+        }
+    }
+}
+
+/// y_k = (x − c)_{perm(a+k)} for k < cnt.
+fn tf_load_plain(a: u32, cnt: u32, second: bool) {
+    for (var k = 0u; k < cnt; k = k + 1u) {
+        let j = tf_source(a + k);
+        let v = tf_x[j] - tf_centre[j];
+        if (second) {
+            tf_y2[k] = v;
+        } else {
+            tf_y[k] = v;
+        }
+    }
+}
+
 /// One partial per workgroup and point: grid [groups, 1, points], point p = workgroup_id.z.
 @compute @workgroup_size(64)
 fn tf_batch_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let p = wg.z;
     let n = tf_dims.n;
-    let a = (wg.x * TF_WG + lid) * TF_PER_THREAD;
+    let a = (wg.x * TF_WG + lid) * tf_dims.per_thread;
     var s = vec2<f32>(0.0);
-    if (a < n) {
-        let end = min(a + TF_PER_THREAD, n);
+    if (a < n && tf_dims.rot_block > 0u) {
+        let cnt = min(tf_dims.rot_block, n - a);
+        let ncnt = tf_next_count(a, cnt);
+        tf_load_point(p, a, cnt, false);
+        tf_load_point(p, a + cnt, ncnt, true);
+        s = tf_rot_sum(a, cnt, ncnt);
+    } else if (a < n) {
+        let end = min(a + tf_dims.per_thread, n);
         let rosenbrock = tf_dims.func == TF_ROSENBROCK;
         var z = tf_z_point(p, a);
         for (var i = a; i < end; i = i + 1u) {
@@ -247,10 +332,16 @@ fn tf_batch_finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 @compute @workgroup_size(64)
 fn tf_plain_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = tf_dims.n;
-    let a = (wg.x * TF_WG + lid) * TF_PER_THREAD;
+    let a = (wg.x * TF_WG + lid) * tf_dims.per_thread;
     var s = vec2<f32>(0.0);
-    if (a < n) {
-        let end = min(a + TF_PER_THREAD, n);
+    if (a < n && tf_dims.rot_block > 0u) {
+        let cnt = min(tf_dims.rot_block, n - a);
+        let ncnt = tf_next_count(a, cnt);
+        tf_load_plain(a, cnt, false);
+        tf_load_plain(a + cnt, ncnt, true);
+        s = tf_rot_sum(a, cnt, ncnt);
+    } else if (a < n) {
+        let end = min(a + tf_dims.per_thread, n);
         let rosenbrock = tf_dims.func == TF_ROSENBROCK;
         var z = tf_z_plain(a);
         for (var i = a; i < end; i = i + 1u) {

@@ -95,22 +95,46 @@ fn reference(problem: &Problem, x: &[f32], dz: &[f32]) -> (f64, f64) {
     let zs = f.minimiser_coordinate();
     let c = problem.minimiser();
     let src = |i: usize| problem.permutation().map_or(i, |p| p[i] as usize);
-    let z: Vec<f64> = (0..n)
-        .map(|i| zs + (f64::from(x[src(i)]) - f64::from(c[src(i)])))
+    // z: written out here without rotation; with it, the crate's transform (its B is tested for
+    // orthogonality in the crate and by rotation invariance below).
+    let z: Vec<f64> = match problem.rotation_block() {
+        None => (0..n)
+            .map(|i| zs + (f64::from(x[src(i)]) - f64::from(c[src(i)])))
+            .collect(),
+        Some(_) => problem.transform(x).unwrap(),
+    };
+    // Rotated, zᵢ is a dot product of a row of B (unit norm) with the block's y: its f32 error
+    // is at most (s + 4)·u·‖|x| + |dz| + |c|‖₂ over the block (Cauchy–Schwarz), per block.
+    let block = problem.rotation_block().unwrap_or(1);
+    let magnitude = |k: usize| {
+        f64::from(x[src(k)]).abs() + f64::from(dz[src(k)]).abs() + f64::from(c[src(k)]).abs()
+    };
+    let block_norm: Vec<f64> = (0..n)
+        .step_by(block)
+        .map(|a| {
+            (a..(a + block).min(n))
+                .map(|k| magnitude(k).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
         .collect();
-    let groups = (n as f64 / 8192.0).ceil().max(1.0);
-    let depth = 128.0 + 6.0 + groups.log2().ceil() + 2.0;
+    let per_thread = if problem.rotation_block().is_some() {
+        block as f64
+    } else {
+        128.0
+    };
+    let groups = (n as f64 / (64.0 * per_thread)).ceil().max(1.0);
+    let depth = per_thread + 6.0 + groups.log2().ceil() + 2.0;
     let (mut s, mut abs, mut err) = ([0.0f64; 2], [0.0f64; 2], [0.0f64; 2]);
     for i in 0..n {
         let zn = if i + 1 < n { z[i + 1] } else { 0.0 };
         let (t, trig) = terms(f, i, n, z[i], zn);
         let dzi = |k: usize| {
-            2.0 * U
-                * (f64::from(x[src(k)]).abs()
-                    + f64::from(dz[src(k)]).abs()
-                    + f64::from(c[src(k)]).abs()
-                    + zs.abs()
-                    + z[k].abs())
+            if problem.rotation_block().is_some() {
+                2.0 * U * (zs.abs() + z[k].abs()) + (block as f64 + 4.0) * U * block_norm[k / block]
+            } else {
+                2.0 * U * (magnitude(k) + zs.abs() + z[k].abs())
+            }
         };
         let h = 1e-6 * z[i].abs().max(1.0);
         let (tp, _) = terms(f, i, n, z[i] + h, zn);
@@ -144,6 +168,15 @@ fn problem(f: Function, n: u64) -> Problem {
     Problem::new(f, n).unwrap().shifted(11).permuted(12)
 }
 
+/// The textbook function, shifted and permuted, and also block-rotated.
+fn variants(f: Function, n: u64) -> [Problem; 3] {
+    [
+        Problem::new(f, n).unwrap(),
+        problem(f, n),
+        problem(f, n).rotated(13),
+    ]
+}
+
 /// x: data in [−3, 3).
 fn point(n: usize) -> Vec<f32> {
     data(5, n).iter().map(|v| 3.0 * v).collect()
@@ -154,7 +187,7 @@ fn point(n: usize) -> Vec<f32> {
 fn twin_matches_textbook() {
     for f in Function::ALL {
         for n in [1u64, 2, 7, 100] {
-            for p in [Problem::new(f, n).unwrap(), problem(f, n)] {
+            for p in variants(f, n) {
                 let x = point(n as usize);
                 let twin = p.value_f64(&x).unwrap();
                 let (book, _) = reference(&p, &x, &vec![0.0; n as usize]);
@@ -203,6 +236,35 @@ fn tolerance_catches_a_wrong_term() {
     }
 }
 
+/// The rotation is orthogonal: Sphere (and the Sphere part of every function) does not change
+/// under it, on the CPU and on the GPU; the transformed point does change.
+#[test]
+fn rotation_preserves_the_sphere() {
+    let gpu = gpu();
+    for n in [7u64, 100, 1_000_000] {
+        let x0 = point(n as usize);
+        let x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
+        let plain = problem(Function::Sphere, n);
+        let rotated = problem(Function::Sphere, n).rotated(9);
+        let a = plain.value_f64(&x0).unwrap();
+        let b = rotated.value_f64(&x0).unwrap();
+        // f32 matrices are orthogonal to ~1e-7 per entry product: ‖Bᵀ B − I‖ ≤ 40·1e-7.
+        assert!((a - b).abs() <= 1e-5 * a, "n = {n}: {a} vs rotated {b}");
+        let (_, tol) = reference(&rotated, &x0, &vec![0.0; n as usize]);
+        let v = rotated.shader_objective(&x).unwrap().evaluate().unwrap();
+        check(&format!("rotated Sphere n = {n}"), v, a, tol + 1e-5 * a);
+        // The rotation mixes coordinates: z moves by a fraction of its norm.
+        let z0 = plain.transform(&x0).unwrap();
+        let z1 = rotated.transform(&x0).unwrap();
+        let moved: f64 = z0.iter().zip(&z1).map(|(a, b)| (a - b).powi(2)).sum();
+        let norm: f64 = z0.iter().map(|a| a * a).sum();
+        assert!(
+            moved > 0.1 * norm,
+            "n = {n}: rotation changed little ({moved} of {norm})"
+        );
+    }
+}
+
 fn check(what: &str, gpu_value: f32, twin: f64, tol: f64) {
     let err = (f64::from(gpu_value) - twin).abs();
     assert!(
@@ -211,21 +273,26 @@ fn check(what: &str, gpu_value: f32, twin: f64, tol: f64) {
     );
 }
 
-/// Every function, as a ShaderObjective and a BatchObjective (scale-0 point), at n = 1, 7, 10⁶
+/// Every function, as a ShaderObjective and a BatchObjective (scale-0 point), at n = 1, 7, 100
+/// (rotated: two blocks of 40 and one of 20), 10⁶
 /// against the CPU twin.
 #[test]
 fn gpu_matches_twin() {
     let gpu = gpu();
-    for n in [1u64, 7, 1_000_000] {
+    for n in [1u64, 7, 100, 1_000_000] {
         let x0 = point(n as usize);
         let x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
         for f in Function::ALL {
-            for p in [Problem::new(f, n).unwrap(), problem(f, n)] {
+            for p in variants(f, n) {
                 let twin = p.value_f64(&x0).unwrap();
                 let (_, tol) = reference(&p, &x0, &vec![0.0; n as usize]);
                 let mut plain = p.shader_objective(&x).unwrap();
                 let mut batch = p.batch_objective(&x, 4).unwrap();
-                let what = format!("{f:?} n = {n} shifted = {}", p.is_shifted());
+                let what = format!(
+                    "{f:?} n = {n} shifted = {} rotated = {:?}",
+                    p.is_shifted(),
+                    p.rotation_block()
+                );
                 check(
                     &format!("{what} (shader)"),
                     plain.evaluate().unwrap(),
@@ -249,7 +316,7 @@ fn minimum_at_minimiser() {
     let gpu = gpu();
     for n in [1u64, 7, 1000] {
         for f in Function::ALL {
-            for p in [Problem::new(f, n).unwrap(), problem(f, n)] {
+            for p in variants(f, n) {
                 let xs = p.minimiser().to_vec();
                 let twin = p.value_f64(&xs).unwrap();
                 assert!(
@@ -278,12 +345,15 @@ fn minimum_at_minimiser() {
 #[test]
 fn batch_points_equal_shader_at_perturbed_point() {
     let gpu = gpu();
-    let n = 3000u64;
+    let n = 3010u64;
     let x0 = point(n as usize);
     let mut x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
     let h = 0.01f32;
-    for f in Function::ALL {
-        let p = problem(f, n);
+    for p in Function::ALL
+        .into_iter()
+        .flat_map(|f| [problem(f, n), problem(f, n).rotated(4)])
+    {
+        let f = p.function();
         let mut batch = p.batch_objective(&x, 8).unwrap();
         let mut plain = p.shader_objective(&x).unwrap();
         for dist in common::DISTS {
@@ -304,7 +374,11 @@ fn batch_points_equal_shader_at_perturbed_point() {
                 let dz: Vec<f32> = y.iter().zip(&x0).map(|(a, b)| a - b).collect();
                 let twin = p.value_f64(&y).unwrap();
                 let (_, tol) = reference(&p, &y, &dz);
-                let what = format!("{f:?} {dist:?} sample {} scale {s}", d.sample);
+                let what = format!(
+                    "{f:?} rotated {:?} {dist:?} sample {} scale {s}",
+                    p.rotation_block(),
+                    d.sample
+                );
                 check(&format!("{what} (batch vs twin)"), *b, twin, tol);
                 perturb(&mut x, d, *s).unwrap();
                 let v = plain.evaluate().unwrap();

@@ -3,7 +3,8 @@
 //! libraries do not reach: each as a [`BatchObjective`] (one dispatch evaluates a whole batch of
 //! perturbed points `x + scale·z`, regenerating z from Philox, never writing x) and as a
 //! [`ShaderObjective`] (f at x), with a CPU f64 twin ([`Problem::value_f64`]), the known
-//! minimiser and minimum, an optional shift and coordinate permutation, and a noise wrapper
+//! minimiser and minimum, an optional shift, coordinate permutation and block rotation, and a
+//! noise wrapper
 //! ([`Noisy`]).
 //!
 //! # Definitions
@@ -29,27 +30,34 @@
 //! b = 0.2, c = 2π), Styblinski–Tang, Levy, and Rosenbrock, Rastrigin and Sphere in the same
 //! form.
 //!
-//! # Shift and permutation
-//! A [`Problem`] evaluates f(x) = g(z), zᵢ = z* + (x − c)_{π(i)}. Without a shift the centre c is
-//! z*·1, so f is the textbook g (f(x) = g(x)); [`Problem::shifted`] draws c = x_opt uniformly in
-//! [−4, 4)ⁿ from Philox (as BBOB's x_opt), so the minimiser is not the start point of the usual
-//! runs (x₀ = 0). [`Problem::permuted`] draws a permutation π from Philox: separable functions
-//! are unchanged by it, but the coupled ones (Rosenbrock's chain, the Ellipsoid's and Different
-//! Powers' coordinate scales) no longer follow the memory order. **No rotation** is applied
-//! (COCO's large-scale suite uses block-diagonal rotations between two permutations): the
-//! separable functions stay separable, which coordinate-wise methods can exploit.
+//! # Shift, permutation and block rotation
+//! A [`Problem`] evaluates f(x) = g(z), z = z*·1 + B·y, y_k = (x − c)_{π(k)}. Without a shift the
+//! centre c is z*·1, so f is the textbook g (f(x) = g(x)); [`Problem::shifted`] draws
+//! c = x_opt uniformly in [−4, 4)ⁿ from Philox (as BBOB's x_opt), so the minimiser is not the
+//! start point of the usual runs (x₀ = 0). [`Problem::permuted`] draws a permutation π from
+//! Philox: separable functions are unchanged by it, but the coupled ones (Rosenbrock's chain, the
+//! Ellipsoid's and Different Powers' coordinate scales) no longer follow the memory order.
+//! [`Problem::rotated`] makes B block-diagonal orthogonal, as COCO's large-scale suite
+//! (Varelas et al. 2018, "A comparative study of large-scale variants of CMA-ES"): blocks of
+//! s = min(40, n) consecutive z coordinates (the last block may be smaller), each an orthogonal
+//! matrix from Gram–Schmidt on Philox Gaussians, so separable functions are no longer separable
+//! within a block. To keep the GPU data small, full blocks cycle through a pool of at most 64
+//! distinct matrices (block b uses matrix b mod 64; the permutation still mixes which
+//! coordinates meet), and there is one permutation instead of COCO's two. Each thread then
+//! evaluates one block: s² multiply-adds for s coordinates.
 //!
 //! # GPU evaluation and accuracy
 //! One thread sums 128 consecutive terms, a workgroup of 64 threads adds its threads' sums by a
 //! tree into one partial per workgroup and point, and a finish pass adds the partials (strided,
 //! then a tree) and applies the outer function (Ackley, Different Powers). Everything is f32
 //! (the [`Objective`](crate::Objective) interface reads one f32 per point), so the relative
-//! error is at worst about (128 + 6 + log₂ groups)·2⁻²⁴ of Σ|terms|, typically far less
+//! error is at worst about (128 + 6 + log₂ groups)·2⁻²⁴ of Σ|terms| (plus, rotated, s·2⁻²⁴ of
+//! each block's ‖y‖ in every zᵢ), typically far less
 //! (`tests/testfns.rs` derives its tolerances from this bound). Sines and cosines take the
 //! argument reduced exactly (w − round(w)), so they stay accurate at large |z|.
 //!
 //! # Example
-//! MeZO on a shifted, permuted Rosenbrock function in 10⁴ dimensions, both evaluations of a
+//! MeZO on a shifted, permuted, block-rotated Rosenbrock function in 10⁴ dimensions, both evaluations of a
 //! step in one dispatch:
 //! ```no_run
 //! use zograd::approx::MeZo;
@@ -58,7 +66,10 @@
 //! use zograd::{Gpu, Params};
 //! # fn main() -> zograd::Result<()> {
 //! let gpu = Gpu::new()?;
-//! let problem = Problem::new(Function::Rosenbrock, 10_000)?.shifted(1).permuted(2);
+//! let problem = Problem::new(Function::Rosenbrock, 10_000)?
+//!     .shifted(1)
+//!     .permuted(2)
+//!     .rotated(3);
 //! let mut x = Params::from_slices(&gpu, &[&vec![0.0f32; 10_000][..]])?;
 //! let mut loss = problem.batch_objective(&x, 2)?;
 //! let f0 = problem.value_f64(&x.to_vec()?)?;
@@ -262,6 +273,81 @@ pub struct Problem {
     centre: Vec<f32>,
     shifted: bool,
     perm: Option<Vec<u32>>,
+    rotation: Option<Rotation>,
+}
+
+/// Largest block of [`Problem::rotated`] and the number of distinct full-block matrices.
+const ROT_BLOCK: u64 = 40;
+const ROT_POOL: u64 = 64;
+
+/// Block-diagonal orthogonal B: `pool` s×s matrices for the full blocks (block b uses matrix
+/// b mod pool), then the r×r matrix of a last, smaller block; row-major, f32 (the GPU's and the
+/// twin's values).
+#[derive(Clone, Debug)]
+struct Rotation {
+    block: usize,
+    pool: usize,
+    matrices: Vec<f32>,
+}
+
+impl Rotation {
+    fn new(n: usize, seed: u64) -> Self {
+        let s = n.min(ROT_BLOCK as usize);
+        let full = n / s;
+        let pool = full.min(ROT_POOL as usize);
+        let r = n - full * s;
+        let mut matrices = Vec::with_capacity(pool * s * s + r * r);
+        for q in 0..pool {
+            matrices.extend(orthogonal(s, seed, q as u32));
+        }
+        if r > 0 {
+            matrices.extend(orthogonal(r, seed, pool as u32));
+        }
+        Self {
+            block: s,
+            pool,
+            matrices,
+        }
+    }
+
+    /// The offset of the matrix of the block starting at coordinate a, with cnt coordinates.
+    fn offset(&self, a: usize, cnt: usize) -> usize {
+        let s = self.block;
+        if cnt < s {
+            self.pool * s * s
+        } else {
+            ((a / s) % self.pool) * s * s
+        }
+    }
+}
+
+/// A d×d orthogonal matrix (row-major, f32): modified Gram–Schmidt in f64 on the rows of a
+/// Gaussian matrix drawn from Philox (key `seed`, step 2, sample `index`).
+fn orthogonal(d: usize, seed: u64, index: u32) -> Vec<f32> {
+    let mut m: Vec<f64> = (0..d * d)
+        .map(|e| {
+            f64::from(perturbation(
+                Distribution::Gaussian,
+                seed,
+                2,
+                index,
+                e as u64,
+            ))
+        })
+        .collect();
+    for i in 0..d {
+        for k in 0..i {
+            let dot: f64 = (0..d).map(|c| m[i * d + c] * m[k * d + c]).sum();
+            for c in 0..d {
+                m[i * d + c] -= dot * m[k * d + c];
+            }
+        }
+        let norm = (0..d).map(|c| m[i * d + c].powi(2)).sum::<f64>().sqrt();
+        for c in 0..d {
+            m[i * d + c] /= norm;
+        }
+    }
+    m.into_iter().map(|v| v as f32).collect()
 }
 
 impl Problem {
@@ -283,6 +369,7 @@ impl Problem {
             centre: vec![zstar; n as usize],
             shifted: false,
             perm: None,
+            rotation: None,
         })
     }
 
@@ -314,6 +401,20 @@ impl Problem {
         }
         self.perm = Some(perm);
         self
+    }
+
+    /// Applies the block-diagonal rotation B (blocks of min(40, n) coordinates; see the
+    /// [module documentation](self)), its matrices drawn from Philox with `seed`.
+    #[must_use]
+    pub fn rotated(mut self, seed: u64) -> Self {
+        self.rotation = Some(Rotation::new(self.n as usize, seed));
+        self
+    }
+
+    /// The block size s of the rotation, if [`rotated`](Problem::rotated).
+    #[must_use]
+    pub fn rotation_block(&self) -> Option<usize> {
+        self.rotation.as_ref().map(|r| r.block)
     }
 
     /// The function.
@@ -365,11 +466,30 @@ impl Problem {
             )));
         }
         let zstar = self.function.minimiser_coordinate();
-        let d = |j: usize| zstar + (f64::from(x[j]) - f64::from(self.centre[j]));
-        Ok(match &self.perm {
+        let d = |j: usize| f64::from(x[j]) - f64::from(self.centre[j]);
+        let y: Vec<f64> = match &self.perm {
             Some(p) => p.iter().map(|&j| d(j as usize)).collect(),
             None => (0..x.len()).map(d).collect(),
-        })
+        };
+        let Some(rot) = &self.rotation else {
+            return Ok(y.into_iter().map(|v| zstar + v).collect());
+        };
+        let n = y.len();
+        let mut z = Vec::with_capacity(n);
+        for a in (0..n).step_by(rot.block) {
+            let cnt = rot.block.min(n - a);
+            let m = &rot.matrices[rot.offset(a, cnt)..];
+            for i in 0..cnt {
+                let row = &m[i * cnt..(i + 1) * cnt];
+                let dot: f64 = row
+                    .iter()
+                    .zip(&y[a..a + cnt])
+                    .map(|(b, v)| f64::from(*b) * v)
+                    .sum();
+                z.push(zstar + dot);
+            }
+        }
+        Ok(z)
     }
 
     /// The CPU twin: f(x) in f64 (x read as f32, as on the GPU).
@@ -380,17 +500,25 @@ impl Problem {
         Ok(self.function.value(&self.transform(x)?))
     }
 
-    /// Workgroups of the partials pass (per point).
-    fn groups(&self) -> u32 {
-        self.n.div_ceil(PER_THREAD * WORKGROUP) as u32
+    /// Coordinates per thread: 128, or the rotation's block.
+    fn per_thread(&self) -> u64 {
+        self.rotation
+            .as_ref()
+            .map_or(PER_THREAD, |r| r.block as u64)
     }
 
-    /// The GPU data and scratch of one objective: (dims, centre, permutation, partials).
+    /// Workgroups of the partials pass (per point).
+    fn groups(&self) -> u32 {
+        self.n.div_ceil(self.per_thread() * WORKGROUP) as u32
+    }
+
+    /// The GPU data and scratch of one objective: ([dims, centre, permutation], rotation,
+    /// partials, first plain slot).
     fn buffers(
         &self,
         x: &Params,
         max_points: u32,
-    ) -> Result<(wgpu::Buffer, wgpu::Buffer, wgpu::Buffer, wgpu::Buffer, u32)> {
+    ) -> Result<([wgpu::Buffer; 3], wgpu::Buffer, wgpu::Buffer, u32)> {
         if x.buffers().len() != 1 || x.len() != self.n {
             return Err(Error::invalid(format!(
                 "params: the test functions read one buffer of n = {} elements, got {} buffer(s) \
@@ -424,8 +552,12 @@ impl Problem {
             u32::from(self.perm.is_some()),
             plain_base as u32,
             (self.function.minimiser_coordinate() as f32).to_bits(),
-            0,
-            0,
+            self.per_thread() as u32,
+            self.rotation.as_ref().map_or(0, |r| r.block as u32),
+            self.rotation.as_ref().map_or(1, |r| r.pool as u32),
+            self.rotation
+                .as_ref()
+                .map_or(0, |r| (r.pool * r.block * r.block) as u32),
         ];
         let dims = gpu.create_user_data("zograd::testfns dims", &dims)?;
         let centre: Vec<u32> = self.centre.iter().map(|c| c.to_bits()).collect();
@@ -434,8 +566,12 @@ impl Problem {
             "zograd::testfns permutation",
             self.perm.as_deref().unwrap_or(&[0]),
         )?;
+        let rot: Vec<u32> = self.rotation.as_ref().map_or(vec![0], |r| {
+            r.matrices.iter().map(|v| v.to_bits()).collect()
+        });
+        let rot = gpu.create_user_data("zograd::testfns rotation", &rot)?;
         let partial = ShaderObjective::loss_buffer(gpu, slots)?;
-        Ok((dims, centre, perm, partial, plain_base as u32))
+        Ok(([dims, centre, perm], rot, partial, plain_base as u32))
     }
 
     /// The [`BatchObjective`] over `x` (one buffer of n elements; bound, never written): each
@@ -453,7 +589,7 @@ impl Problem {
                 "max_points: must be at least 1, got 0".to_string(),
             ));
         }
-        let (dims, centre, perm, partial, _) = self.buffers(x, max_points)?;
+        let ([dims, centre, perm], rot, partial, _) = self.buffers(x, max_points)?;
         BatchObjective::new(
             x.gpu(),
             TESTFNS,
@@ -463,6 +599,7 @@ impl Problem {
                 Binding::Read(&centre),
                 Binding::Read(&perm),
                 Binding::ReadWrite(&partial),
+                Binding::Read(&rot),
             ],
             &[
                 (
@@ -482,7 +619,7 @@ impl Problem {
     /// [`Error::InvalidArgument`] naming `params` when `x` is not one buffer of n elements or
     /// n is too large for the adapter's grid; device errors.
     pub fn shader_objective(&self, x: &Params) -> Result<ShaderObjective> {
-        let (dims, centre, perm, partial, plain_base) = self.buffers(x, 0)?;
+        let ([dims, centre, perm], rot, partial, plain_base) = self.buffers(x, 0)?;
         let source = format!("{PHILOX}\n{BATCH}\n{TESTFNS}");
         ShaderObjective::new(
             x.gpu(),
@@ -493,6 +630,7 @@ impl Problem {
                 Binding::Read(&centre),
                 Binding::Read(&perm),
                 Binding::ReadWrite(&partial),
+                Binding::Read(&rot),
             ],
             &[
                 ("tf_plain_partials", [self.groups(), 1, 1]),
@@ -531,6 +669,33 @@ mod tests {
             assert_eq!(Function::from_name(f.name()).unwrap(), *f);
         }
         assert!(TESTFNS.contains("const TF_LEVY: u32 = 7u;"));
+    }
+
+    #[test]
+    fn rotation_blocks_are_orthogonal() {
+        for (n, s, last) in [
+            (1usize, 1usize, 0usize),
+            (7, 7, 0),
+            (100, 40, 20),
+            (4000, 40, 0),
+        ] {
+            let r = Rotation::new(n, 5);
+            assert_eq!(r.block, s);
+            assert_eq!(r.pool, (n / s).min(64));
+            assert_eq!(r.matrices.len(), r.pool * s * s + last * last);
+            for (d, off) in [(s, 0), (s, (r.pool - 1) * s * s), (last, r.pool * s * s)] {
+                let m = &r.matrices[off..off + d * d];
+                for i in 0..d {
+                    for k in 0..d {
+                        let dot: f64 = (0..d)
+                            .map(|c| f64::from(m[i * d + c]) * f64::from(m[k * d + c]))
+                            .sum();
+                        let want = if i == k { 1.0 } else { 0.0 };
+                        assert!((dot - want).abs() < 1e-6, "n {n}: B·Bᵀ[{i},{k}] = {dot}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
