@@ -23,9 +23,11 @@
 //!   `--lr`: the learning rate, default 0.05 for Adam, 0.5 for SGD (divided by n).
 //! - `--h`: the finite-difference step, default 1e-3. `--out`: the output folder, default
 //!   `target/benchmark_suite`.
+//! - `--rotate`: `yes` (default) or `no`: the block-diagonal rotation of `Problem::rotated`.
 //!
-//! Every problem is shifted and permuted (`Problem::shifted(s).permuted(s)`: x_opt uniform in
-//! [−4, 4)ⁿ) and every run starts at x₀ = 0. The losses are evaluated as a `BatchObjective`
+//! Every problem is shifted, permuted and (by default) block-rotated with the seed
+//! (`Problem::shifted(s).permuted(s).rotated(s)`: x_opt uniform in [−4, 4)ⁿ, so separable
+//! shortcuts do not flatter a method) and every run starts at x₀ = 0. The losses are evaluated as a `BatchObjective`
 //! (all points of a step in one dispatch); the recorded loss is f(x) from the problem's
 //! `ShaderObjective`, at evaluation counts spaced by factors of ~1.2 (not counted in the
 //! budget, not timed).
@@ -65,6 +67,7 @@ struct Config {
     adam: bool,
     lr: f32,
     h: f32,
+    rotate: bool,
     out: PathBuf,
 }
 
@@ -97,6 +100,7 @@ fn parse() -> Result<Config, String> {
         adam: true,
         lr: f32::NAN,
         h: 1e-3,
+        rotate: true,
         out: PathBuf::from("target/benchmark_suite"),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -149,6 +153,13 @@ fn parse() -> Result<Config, String> {
             "--lr" => c.lr = num("--lr")? as f32,
             "--h" => c.h = num("--h")? as f32,
             "--out" => c.out = PathBuf::from(value),
+            "--rotate" => {
+                c.rotate = match value {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(format!("--rotate: {value:?} is not yes or no")),
+                }
+            }
             _ => return Err(format!("{key}: unknown option")),
         }
         k += 2;
@@ -206,9 +217,12 @@ type Key = (Function, u64, String, u64);
 
 fn run(c: &Config, gpu: &Gpu, key: &Key) -> zograd::Result<Vec<Record>> {
     let (function, n, method, seed) = key;
-    let problem = Problem::new(*function, *n)?
+    let mut problem = Problem::new(*function, *n)?
         .shifted(1000 + seed)
         .permuted(2000 + seed);
+    if c.rotate {
+        problem = problem.rotated(3000 + seed);
+    }
     let mut x = Params::from_slices(gpu, &[&vec![0.0f32; *n as usize][..]])?;
     let mut loss = problem.batch_objective(&x, 16)?;
     let mut plain = problem.shader_objective(&x)?;
@@ -315,7 +329,9 @@ fn plot_loss(c: &Config, runs: &Runs, f: Function, n: u64, path: &Path) -> Resul
     }
     let root = SVGBackend::new(path, (800, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (lo, hi) = ((lo * 0.5).max(floor), hi * 2.0);
+    // Whole decades, so the log axis labels at least two powers of ten.
+    let lo = 10f64.powf(lo.max(floor).log10().floor());
+    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 100.0);
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
@@ -337,6 +353,7 @@ fn plot_loss(c: &Config, runs: &Runs, f: Function, n: u64, path: &Path) -> Resul
         .configure_mesh()
         .x_desc("objective evaluations")
         .y_desc("f(x) − f_min")
+        .y_labels(12)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0e}"))
         .draw()
@@ -458,7 +475,7 @@ fn main() -> Result<(), String> {
     let gpu = Gpu::new().map_err(err)?;
     let info = gpu.adapter_info();
     println!(
-        "adapter: {} ({:?}); methods {:?}, functions {:?}, n {:?}, {} seeds, budget {}, update {} lr {}",
+        "adapter: {} ({:?}); methods {:?}, functions {:?}, n {:?}, {} seeds, budget {}, update {} lr {}, rotated {}",
         info.name,
         info.backend,
         c.methods,
@@ -467,7 +484,8 @@ fn main() -> Result<(), String> {
         c.seeds,
         c.budget,
         if c.adam { "adam" } else { "sgd" },
-        c.lr
+        c.lr,
+        c.rotate
     );
     let mut keys: Vec<Key> = Vec::new();
     for &f in &c.functions {
