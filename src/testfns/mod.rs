@@ -529,6 +529,14 @@ impl Problem {
             )));
         }
         let gpu = x.gpu();
+        let binding = gpu.limits().max_storage_buffer_binding_size;
+        if 4 * self.n > binding {
+            return Err(Error::TooLarge(format!(
+                "params: n = {} f32 exceed the adapter's max_storage_buffer_binding_size of \
+                 {binding} bytes (the test functions bind x whole)",
+                self.n
+            )));
+        }
         let groups = self.groups();
         let max_groups = gpu.limits().max_compute_workgroups_per_dimension;
         if groups > max_groups {
@@ -582,7 +590,7 @@ impl Problem {
     /// [`Error::InvalidArgument`] naming `params` when `x` is not one buffer of n elements or
     /// n is too large for the adapter's grid, naming `max_points` when it is 0, above the
     /// adapter's workgroups per dimension, or its partial sums do not fit in one binding;
-    /// device errors.
+    /// [`Error::TooLarge`] when x exceeds one storage binding; device errors.
     pub fn batch_objective(&self, x: &Params, max_points: u32) -> Result<BatchObjective> {
         if max_points == 0 {
             return Err(Error::invalid(
@@ -617,7 +625,8 @@ impl Problem {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming `params` when `x` is not one buffer of n elements or
-    /// n is too large for the adapter's grid; device errors.
+    /// n is too large for the adapter's grid; [`Error::TooLarge`] when x exceeds one storage
+    /// binding; device errors.
     pub fn shader_objective(&self, x: &Params) -> Result<ShaderObjective> {
         let ([dims, centre, perm], rot, partial, plain_base) = self.buffers(x, 0)?;
         let source = format!("{PHILOX}\n{BATCH}\n{TESTFNS}");
