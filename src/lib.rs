@@ -17,6 +17,7 @@ pub mod dist;
 pub mod kernels;
 pub mod optim;
 pub mod rng;
+pub mod testfns;
 pub mod wgsl;
 
 pub use batch::{BatchObjective, Workgroups};

@@ -180,3 +180,23 @@ fn the_exported_helpers_translate_inside_user_shaders() {
     );
     translate(&batch_user, "main", &[], "BATCH in a user shader");
 }
+
+/// `zograd::testfns`'s passes (`shaders/testfns.wgsl`), as its `BatchObjective` and
+/// `ShaderObjective` compile them (`PHILOX + BATCH + TESTFNS`): every entry point.
+#[test]
+fn the_test_functions_translate() {
+    let src = format!(
+        "{}\n{}\n{}",
+        shaders::PHILOX,
+        shaders::BATCH,
+        shaders::TESTFNS
+    );
+    for entry in [
+        "tf_batch_partials",
+        "tf_batch_finish",
+        "tf_plain_partials",
+        "tf_plain_finish",
+    ] {
+        translate(&src, entry, &[], &format!("testfns {entry}"));
+    }
+}

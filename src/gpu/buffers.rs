@@ -64,6 +64,34 @@ impl Gpu {
         Ok(buffer)
     }
 
+    /// A `STORAGE | COPY_SRC | COPY_DST` buffer holding `data` (at least 4 bytes), handed to the
+    /// user like [`Gpu::create_user_storage`]'s (not counted in [`Gpu::allocated_bytes`]): the
+    /// read-only data of a user-level program such as `zograd::testfns`'s.
+    pub(crate) fn create_user_data(&self, label: &str, data: &[u32]) -> Result<wgpu::Buffer> {
+        let bytes = (data.len().max(1) * 4) as u64;
+        if bytes > self.limits().max_buffer_size {
+            return Err(crate::Error::TooLarge(format!(
+                "{label}: {bytes} bytes exceeds the adapter's max_buffer_size of {}",
+                self.limits().max_buffer_size
+            )));
+        }
+        self.scoped(|| {
+            let buffer = self.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            if !data.is_empty() {
+                self.queue()
+                    .write_buffer(&buffer, 0, bytemuck::cast_slice(data));
+            }
+            Ok(buffer)
+        })
+    }
+
     /// Queues host writes `(buffer, byte offset, values)` (they land before the next
     /// submission), inside one error scope.
     pub(crate) fn write_f32s(&self, writes: &[(&wgpu::Buffer, u64, &[f32])]) -> Result<()> {

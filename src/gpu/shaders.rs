@@ -18,6 +18,8 @@ pub(crate) const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 pub(crate) const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 /// `shaders/batch.wgsl`: the batch interface (bind group 1) of a `BatchObjective`'s shader.
 pub(crate) const BATCH: &str = include_str!("../../shaders/batch.wgsl");
+/// `shaders/testfns.wgsl`: the passes of `zograd::testfns` (after `PHILOX` and `BATCH`).
+pub(crate) const TESTFNS: &str = include_str!("../../shaders/testfns.wgsl");
 
 /// A kernel family: one shader module, several entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
