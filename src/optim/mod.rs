@@ -55,6 +55,7 @@
 //! [`Optimizer::state_bytes`] is 0.
 
 mod backtracking;
+mod checkpoint;
 mod modules;
 mod newton_cg;
 
@@ -66,6 +67,7 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::approx::{Estimate, GradApproximator, Target};
+use crate::checkpoint::State;
 use crate::kernels::{axpy, copy};
 use crate::restore::{check_device, saved_copy, Move, Restore};
 use crate::{Error, Gpu, Objective, Params, Result};
@@ -186,6 +188,32 @@ pub trait Transform: Send + fmt::Debug {
     /// Bytes of the GPU buffers the module owns.
     fn state_bytes(&self) -> u64 {
         0
+    }
+
+    /// The module's state for a checkpoint ([`Optimizer::save`]): its hyper-parameters, its
+    /// counters and its GPU state buffers. `Ok(None)`, the default, says the module cannot be
+    /// checkpointed (the optimiser then refuses to save); implement it with
+    /// [`load_state`](Transform::load_state) for your own module.
+    ///
+    /// # Errors
+    /// Device errors (reading state buffers back).
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(None)
+    }
+
+    /// Restores a state written by [`save_state`](Transform::save_state) into a module built
+    /// with the same hyper-parameters, for parameters of buffer lengths `shape` on `gpu`. All or
+    /// nothing: on error the module is unchanged.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming what differs; the default returns
+    /// [`Error::Unsupported`].
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        let _ = (gpu, shape, state);
+        Err(Error::Unsupported(format!(
+            "{} cannot be checkpointed (save_state returns None)",
+            self.name()
+        )))
     }
 
     /// The module's effect on `u = α·g + β·x`, if it is that simple ([`Lr`], [`WeightDecay`]).

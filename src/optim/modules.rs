@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The elementwise modules: learning rate, momentum, Adam, sign, weight decay, norm clipping.
 
+use serde_json::json;
+
+use super::checkpoint::check_module;
 use super::{ensure_like, Context, Fusion, Transform};
+use crate::checkpoint::{flat, unflat, State};
 use crate::kernels::{adam, axpy, copy, heavy_ball, norm, scale, sign};
-use crate::{Error, Params, Result};
+use crate::{Error, Gpu, Params, Result};
 
 fn check(name: &str, value: f32, ok: bool, range: &str) -> Result<()> {
     if value.is_finite() && ok {
@@ -71,6 +75,12 @@ impl Lr {
 }
 
 impl Transform for Lr {
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new("Lr", json!({ "lr": self.lr }))))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("Lr", &json!({ "lr": self.lr }), state)
+    }
     fn name(&self) -> &'static str {
         "Lr"
     }
@@ -134,6 +144,12 @@ impl HeavyBall {
     }
 }
 
+impl HeavyBall {
+    fn config(&self) -> serde_json::Value {
+        json!({ "momentum": self.momentum, "ema_init": format!("{:?}", self.init) })
+    }
+}
+
 impl Default for HeavyBall {
     fn default() -> Self {
         Self::new(0.9)
@@ -141,6 +157,24 @@ impl Default for HeavyBall {
 }
 
 impl Transform for HeavyBall {
+    /// The momentum and the velocity (tensor `velocity`, absent before the first step).
+    fn save_state(&self) -> Result<Option<State>> {
+        let mut st = State::new("HeavyBall", self.config());
+        if let Some(v) = flat(&self.velocity)? {
+            st.tensors.push(("velocity".into(), v));
+        }
+        Ok(Some(st))
+    }
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        check_module("HeavyBall", &self.config(), state)?;
+        let velocity = state
+            .tensor("velocity")
+            .map(|v| unflat(gpu, shape, v, "velocity"))
+            .transpose()?;
+        self.velocity = velocity;
+        self.saved = Saved::Nothing;
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "HeavyBall"
     }
@@ -231,6 +265,12 @@ impl Adam {
     }
 }
 
+impl Adam {
+    fn config(&self) -> serde_json::Value {
+        json!({ "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps })
+    }
+}
+
 impl Default for Adam {
     fn default() -> Self {
         Self::new()
@@ -238,6 +278,38 @@ impl Default for Adam {
 }
 
 impl Transform for Adam {
+    /// β₁, β₂, ε, the step count t and the moments (tensors `m`, `v`).
+    fn save_state(&self) -> Result<Option<State>> {
+        let mut st = State::new("Adam", self.config());
+        st.counters = json!({ "t": self.t });
+        if let (Some(m), Some(v)) = (flat(&self.m)?, flat(&self.v)?) {
+            st.tensors.push(("m".into(), m));
+            st.tensors.push(("v".into(), v));
+        }
+        Ok(Some(st))
+    }
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        check_module("Adam", &self.config(), state)?;
+        let t = state.counter_u64("t")?;
+        let m = state
+            .tensor("m")
+            .map(|d| unflat(gpu, shape, d, "m"))
+            .transpose()?;
+        let v = state
+            .tensor("v")
+            .map(|d| unflat(gpu, shape, d, "v"))
+            .transpose()?;
+        if m.is_some() != v.is_some() {
+            return Err(Error::invalid(
+                "checkpoint: Adam has one of its moments `m`, `v` without the other",
+            ));
+        }
+        self.t = t;
+        self.m = m;
+        self.v = v;
+        self.saved = (Saved::Nothing, Saved::Nothing, 0);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "Adam"
     }
@@ -306,6 +378,12 @@ impl Sign {
 }
 
 impl Transform for Sign {
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new("Sign", json!({}))))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("Sign", &json!({}), state)
+    }
     fn name(&self) -> &'static str {
         "Sign"
     }
@@ -342,6 +420,15 @@ impl WeightDecay {
 }
 
 impl Transform for WeightDecay {
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new(
+            "WeightDecay",
+            json!({ "weight_decay": self.wd }),
+        )))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("WeightDecay", &json!({ "weight_decay": self.wd }), state)
+    }
     fn name(&self) -> &'static str {
         "WeightDecay"
     }
@@ -377,6 +464,15 @@ impl ClipNorm {
 }
 
 impl Transform for ClipNorm {
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new(
+            "ClipNorm",
+            json!({ "max_norm": self.max }),
+        )))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("ClipNorm", &json!({ "max_norm": self.max }), state)
+    }
     fn name(&self) -> &'static str {
         "ClipNorm"
     }
