@@ -58,10 +58,12 @@ mod backtracking;
 mod checkpoint;
 mod modules;
 mod newton_cg;
+mod run;
 
 pub use backtracking::Backtracking;
 pub use modules::{Adam, ClipNorm, EmaInit, HeavyBall, Lr, Sign, WeightDecay};
 pub use newton_cg::{Hvp, NewtonCg};
+pub use run::{Control, Run, Stop, Summary};
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -125,7 +127,7 @@ impl fmt::Debug for Context<'_> {
 
 /// A module of the optimiser chain: transforms the update in place on the GPU, with its own
 /// state buffers (optax's `GradientTransformation`, torchzero's module).
-pub trait Transform: Send + fmt::Debug {
+pub trait Transform: Send + fmt::Debug + std::any::Any {
     /// A short name for messages.
     fn name(&self) -> &'static str;
 
@@ -333,6 +335,27 @@ impl Optimizer {
         &*self.approximator
     }
 
+    /// The approximator, to change its settings between steps (they are part of a
+    /// checkpoint's configuration, which [`load`](Optimizer::load) compares).
+    pub fn approximator_mut(&mut self) -> &mut (dyn GradApproximator + Send) {
+        &mut *self.approximator
+    }
+
+    /// The module at `position` in the chain (from 0) if it is a `T`.
+    #[must_use]
+    pub fn module<T: Transform>(&self, position: usize) -> Option<&T> {
+        let m: &dyn std::any::Any = &**self.modules.get(position)?;
+        m.downcast_ref()
+    }
+
+    /// The module at `position` in the chain (from 0) if it is a `T`, to change it between
+    /// steps (e.g. `*opt.module_mut::<Lr>(1).unwrap() = Lr::new(1e-4)`); its hyper-parameters
+    /// are part of a checkpoint's configuration, which [`load`](Optimizer::load) compares.
+    pub fn module_mut<T: Transform>(&mut self, position: usize) -> Option<&mut T> {
+        let m: &mut dyn std::any::Any = &mut **self.modules.get_mut(position)?;
+        m.downcast_mut()
+    }
+
     /// Bytes of the n-sized GPU buffers the optimiser owns: the update and gradient buffers,
     /// the snapshot of x for exact restoration, the modules' state (checkpoints included) and
     /// the approximator's. 0 for the fused MeZO step.
@@ -417,7 +440,9 @@ impl Optimizer {
         // The parameters are put back by the estimators' and modules' own guards while the
         // error returns or the panic unwinds; what is left to undo here is the counters and
         // the modules' state.
-        match panic::catch_unwind(AssertUnwindSafe(|| self.run(params, objective, target))) {
+        match panic::catch_unwind(AssertUnwindSafe(|| {
+            self.step_body(params, objective, target)
+        })) {
             Ok(Ok(report)) => {
                 self.step = report.step;
                 self.checkpointed.clear();
@@ -447,7 +472,7 @@ impl Optimizer {
     }
 
     /// The body of [`step`](Optimizer::step); leaves `self.step` alone.
-    fn run(
+    fn step_body(
         &mut self,
         params: &mut Params,
         objective: &mut dyn Objective,

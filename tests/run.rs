@@ -1,0 +1,293 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `Optimizer::run`: each stopping rule, the evaluation budget (never exceeded, counted by the
+//! objective itself), the observer, the best iterate and periodic checkpoints, against runs of
+//! plain `Optimizer::step`.
+
+mod common;
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use common::{data, gpu};
+use zograd::approx::{Fdm, Formula, MeZo};
+use zograd::optim::{Backtracking, Control, Lr, Optimizer, Stop};
+use zograd::{Error, Gpu, Params, Result};
+
+const N: usize = 40;
+
+/// f(x) = Σ (1 + i % 3)(x_i − 0.2)² in f64.
+fn f(x: &[f32]) -> f32 {
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| (1.0 + (i % 3) as f64) * (f64::from(v) - 0.2).powi(2))
+        .sum::<f64>() as f32
+}
+
+fn x0(gpu: &Gpu) -> Params {
+    Params::from_slices(gpu, &[&data(3, N)]).unwrap()
+}
+
+/// MeZO with the Forward formula: f(x) is measured at every step (2 evaluations per step).
+fn mezo(gpu: &Gpu, x: &Params) -> Optimizer {
+    Optimizer::new(
+        gpu,
+        x,
+        MeZo::new().seed(9).h(1e-3).formula(Formula::Forward),
+    )
+    .unwrap()
+    .then(Lr::new(2e-3))
+}
+
+fn bits(p: &Params) -> Vec<u32> {
+    p.to_vec().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn max_steps_counts_the_optimisers_steps() {
+    let gpu = gpu();
+    let mut x = x0(&gpu);
+    let mut opt = mezo(&gpu, &x);
+    let calls = Cell::new(0u64);
+    let mut loss = |p: &Params| -> Result<f32> {
+        calls.set(calls.get() + 1);
+        Ok(f(&p.to_vec()?))
+    };
+    let s = opt
+        .run()
+        .max_steps(5)
+        .until_done(&mut x, &mut loss)
+        .unwrap();
+    assert_eq!((s.steps, s.stop, s.evaluations), (5, Stop::MaxSteps, 10));
+    assert_eq!(calls.get(), 10);
+    // A later run goes on to the same total: 3 more steps.
+    let s = opt
+        .run()
+        .max_steps(8)
+        .until_done(&mut x, &mut loss)
+        .unwrap();
+    assert_eq!((s.steps, opt.steps()), (3, 8));
+    // The same as 8 plain steps.
+    let mut y = x0(&gpu);
+    let mut plain = mezo(&gpu, &y);
+    for _ in 0..8 {
+        plain.step(&mut y, &mut loss).unwrap();
+    }
+    assert_eq!(bits(&x), bits(&y));
+}
+
+#[test]
+fn max_evaluations_is_never_exceeded() {
+    let gpu = gpu();
+    // Fixed cost (2 per step): a step that would pass 9 is not started.
+    let mut x = x0(&gpu);
+    let mut opt = mezo(&gpu, &x);
+    let calls = Cell::new(0u64);
+    let mut loss = |p: &Params| -> Result<f32> {
+        calls.set(calls.get() + 1);
+        Ok(f(&p.to_vec()?))
+    };
+    let s = opt
+        .run()
+        .max_evaluations(9)
+        .until_done(&mut x, &mut loss)
+        .unwrap();
+    assert_eq!(
+        (s.steps, s.evaluations, s.stop),
+        (4, 8, Stop::MaxEvaluations)
+    );
+    assert_eq!(calls.get(), 8);
+    // Variable cost (Fdm + a line search): the step that would pass the budget is refused
+    // part-way and leaves no trace; x is that of the last whole step, bit for bit.
+    for budget in [50u64, 100, 170, 260] {
+        calls.set(0);
+        let make = |x: &Params| {
+            Optimizer::new(&gpu, x, Fdm::new().h(1e-2))
+                .unwrap()
+                .then(Backtracking::new().init(8.0))
+        };
+        let mut x = x0(&gpu);
+        let mut opt = make(&x);
+        let s = opt
+            .run()
+            .max_evaluations(budget)
+            .until_done(&mut x, &mut loss)
+            .unwrap();
+        assert_eq!(s.stop, Stop::MaxEvaluations, "budget {budget}");
+        assert!(
+            calls.get() <= budget,
+            "budget {budget}: {} calls",
+            calls.get()
+        );
+        assert_eq!(s.evaluations, calls.get(), "budget {budget}");
+        assert_eq!(opt.steps(), s.steps);
+        let mut y = x0(&gpu);
+        let mut plain = make(&y);
+        let mut used = 0;
+        for _ in 0..s.steps {
+            used += u64::from(plain.step(&mut y, &mut loss).unwrap().evaluations);
+        }
+        assert_eq!(bits(&x), bits(&y), "budget {budget}");
+        if budget == 50 {
+            // Less than one step (87 evaluations): refused at the 51st, after spending 50.
+            assert_eq!((s.steps, s.evaluations), (0, 50));
+        }
+        // The next step really did not fit.
+        let next = plain.step(&mut y, &mut loss).unwrap().evaluations;
+        assert!(used + u64::from(next) > budget, "budget {budget}");
+    }
+}
+
+#[test]
+fn time_limit_target_patience_and_observer() {
+    let gpu = gpu();
+    let mut loss = |p: &Params| -> Result<f32> { Ok(f(&p.to_vec()?)) };
+    let mut x = x0(&gpu);
+    let mut opt = mezo(&gpu, &x);
+    let s = opt
+        .run()
+        .time_limit(Duration::ZERO)
+        .until_done(&mut x, &mut loss)
+        .unwrap();
+    assert_eq!((s.steps, s.stop), (0, Stop::TimeLimit));
+    // Target: the run stops at the first measured loss ≤ target.
+    let f0 = f(&x.to_vec().unwrap());
+    let target = 0.97 * f0;
+    let mut seen = Vec::new();
+    let s = opt
+        .run()
+        .max_steps(10_000)
+        .target_loss(target)
+        .observe(|r| {
+            seen.push(r.loss.unwrap());
+            Control::Continue
+        })
+        .until_done(&mut x, &mut loss)
+        .unwrap();
+    assert_eq!(s.stop, Stop::TargetLoss);
+    assert!(seen.len() > 1, "{seen:?}");
+    assert!(*seen.last().unwrap() <= target);
+    assert!(seen[..seen.len() - 1].iter().all(|&l| l > target));
+    assert_eq!(s.best.unwrap().0, *seen.last().unwrap());
+    // Patience on a flat objective: the first step sets the best, 3 more do not improve it.
+    let mut flat = |_: &Params| -> Result<f32> { Ok(1.0) };
+    let s = opt
+        .run()
+        .patience(3, 0.0)
+        .until_done(&mut x, &mut flat)
+        .unwrap();
+    assert_eq!((s.steps, s.stop), (4, Stop::Patience));
+    // Improvements by min_delta or less do not count (min_delta 0.04): 1, 0.9, 0.85 improve;
+    // 0.82 does not (not below 0.85 − 0.04); 0.8 does; 0.79, 0.785, 0.78 do not: stop at 8.
+    let k = Cell::new(0usize);
+    let values = [1.0f32, 0.9, 0.85, 0.82, 0.8, 0.79, 0.785, 0.78];
+    let mut slow = |_: &Params| -> Result<f32> {
+        let v = values[(k.get() / 2).min(values.len() - 1)];
+        k.set(k.get() + 1);
+        Ok(v)
+    };
+    let s = opt
+        .run()
+        .patience(3, 0.04)
+        .until_done(&mut x, &mut slow)
+        .unwrap();
+    assert_eq!((s.steps, s.stop), (8, Stop::Patience));
+    // The observer stops the run.
+    let mut steps = Vec::new();
+    let start = opt.steps();
+    let s = opt
+        .run()
+        .observe(|r| {
+            steps.push(r.step);
+            if r.step == start + 3 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        })
+        .until_done(&mut x, &mut loss)
+        .unwrap();
+    assert_eq!((s.steps, s.stop), (3, Stop::Observer));
+    assert_eq!(steps, [start + 1, start + 2, start + 3]);
+}
+
+#[test]
+fn keep_best_and_periodic_checkpoints() {
+    let gpu = gpu();
+    // A noisy objective: the best measured loss is not the last.
+    let calls = Cell::new(0u64);
+    let mut noisy = |p: &Params| -> Result<f32> {
+        let c = calls.get();
+        calls.set(c + 1);
+        Ok(f(&p.to_vec()?) + 0.05 * ((c as f32) * 0.7).sin())
+    };
+    let dir = std::env::temp_dir().join(format!("zograd-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut x = x0(&gpu);
+    let mut opt = mezo(&gpu, &x);
+    let mut run = opt.run().max_steps(9).keep_best(true).checkpoint_every(
+        4,
+        dir.join("opt.st"),
+        dir.join("x.st"),
+    );
+    let s = run.until_done(&mut x, &mut noisy).unwrap();
+    let best = bits(run.best_params().unwrap());
+    // Reference: plain steps from the same start, x recorded before each.
+    calls.set(0);
+    let mut y = x0(&gpu);
+    let mut plain = mezo(&gpu, &y);
+    let mut before = Vec::new();
+    let mut after4 = None;
+    for k in 1..=9 {
+        let xb = bits(&y);
+        let r = plain.step(&mut y, &mut noisy).unwrap();
+        before.push((r.loss.unwrap(), xb));
+        if k == 8 {
+            after4 = Some(bits(&y));
+        }
+    }
+    let (i, (fb, xb)) = before
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
+        .unwrap();
+    assert_ne!(i, 8, "the noise should make an earlier x the best");
+    assert_eq!(s.best, Some((*fb, i as u64 + 1)));
+    assert_eq!(best, *xb);
+    // The last checkpoint is that of step 8.
+    let p = Params::load(&gpu, dir.join("x.st")).unwrap();
+    assert_eq!(bits(&p), after4.unwrap());
+    let mut again = mezo(&gpu, &p);
+    again.load(dir.join("opt.st")).unwrap();
+    assert_eq!(again.steps(), 8);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_rules_are_refused_before_any_step() {
+    let gpu = gpu();
+    let mut x = x0(&gpu);
+    let mut opt = mezo(&gpu, &x);
+    let mut loss = |p: &Params| -> Result<f32> { Ok(f(&p.to_vec()?)) };
+    let msg = |r: Result<zograd::optim::Summary>| match r {
+        Err(Error::InvalidArgument(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    let m = msg(opt.run().patience(0, 0.1).until_done(&mut x, &mut loss));
+    assert!(m.starts_with("patience:"), "{m}");
+    let m = msg(opt
+        .run()
+        .patience(2, f32::NAN)
+        .until_done(&mut x, &mut loss));
+    assert!(m.starts_with("patience:") && m.contains("NaN"), "{m}");
+    let m = msg(opt
+        .run()
+        .checkpoint_every(0, "a", "b")
+        .until_done(&mut x, &mut loss));
+    assert!(m.starts_with("checkpoint_every:"), "{m}");
+    let m = msg(opt
+        .run()
+        .target_loss(f32::NAN)
+        .until_done(&mut x, &mut loss));
+    assert!(m.starts_with("target_loss:"), "{m}");
+    assert_eq!(opt.steps(), 0);
+}
