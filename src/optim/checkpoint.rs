@@ -8,11 +8,13 @@
 //! { "format_version": 1, "kind": "optimizer",
 //!   "layout": [buffer lengths],
 //!   "optimizer": { "step": …, "fuse": …, "checkpoints": … },
+//!   "average": null or { "from": …, "count": … },
 //!   "approximator": { "name": …, "config": {…}, "counters": {…} },
 //!   "modules": [ { "name": …, "config": {…}, "counters": {…} }, … ] }
 //! ```
 //!
-//! and the tensors `approximator.<name>` and `module.<k>.<name>` (k the position in the chain),
+//! and the tensors `approximator.<name>`, `module.<k>.<name>` (k the position in the chain) and
+//! `average` (the mean of the iterates),
 //! each of the parameters' n elements. The parameters themselves are saved separately
 //! ([`Params::save`](crate::Params::save)).
 
@@ -21,7 +23,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::Optimizer;
-use crate::checkpoint::{difference, Checkpoint, State};
+use crate::checkpoint::{difference, unflat, Checkpoint, State};
 use crate::{Error, Result};
 
 /// Fails unless `state` is a state of the module `name` with hyper-parameters `config`.
@@ -107,8 +109,16 @@ impl Optimizer {
             })?;
             modules.push(entry(&st, &format!("module.{k}."), &mut tensors));
         }
+        let average = self
+            .averaging
+            .as_ref()
+            .map(|a| json!({ "from": a.from, "count": a.count }));
+        if let Some(mean) = self.averaged() {
+            tensors.push(("average".into(), mean.to_vec()?));
+        }
         let meta = json!({
             "layout": self.shape,
+            "average": average,
             "optimizer": {
                 "step": self.step,
                 "fuse": self.fuse,
@@ -208,6 +218,27 @@ impl Optimizer {
                 )));
             }
         }
+        // Iterate averaging: the same first step; the count and the mean are state.
+        let average = meta.get("average").unwrap_or(&Value::Null);
+        let from_file = average.get("from").and_then(Value::as_u64);
+        let from_here = self.averaging.as_ref().map(|a| a.from);
+        if from_file != from_here {
+            return Err(Error::invalid(format!(
+                "average_from: the checkpoint has {}, this optimiser has {}",
+                from_file.map_or("no averaging".into(), |k| k.to_string()),
+                from_here.map_or("no averaging".into(), |k| k.to_string())
+            )));
+        }
+        let count = average.get("count").and_then(Value::as_u64).unwrap_or(0);
+        let mean = match ck.tensors.iter().find(|(name, _)| name == "average") {
+            Some((_, t)) => Some(unflat(&self.gpu, &self.shape, t, "average")?),
+            None => None,
+        };
+        if from_here.is_some() && (count > 0) != mean.is_some() {
+            return Err(Error::invalid(
+                "checkpoint: the averaging count and the `average` tensor disagree",
+            ));
+        }
         // The current states, to put back if a later part fails (all or nothing).
         let approx_now = self.approximator.save_state()?.ok_or_else(|| {
             Error::Unsupported(
@@ -262,6 +293,10 @@ impl Optimizer {
                 let _ = m.load_state(&self.gpu, &self.shape, st);
             }
             return Err(e);
+        }
+        if let Some(a) = self.averaging.as_mut() {
+            a.count = count;
+            a.mean = mean;
         }
         self.step = step;
         self.pre_stepped = false;

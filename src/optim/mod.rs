@@ -54,6 +54,7 @@
 //! `x ← (1 − β)·x − α·ĝ` with ĝ regenerated from the seeds, and no gradient buffer exists:
 //! [`Optimizer::state_bytes`] is 0.
 
+mod average;
 mod backtracking;
 mod checkpoint;
 mod modules;
@@ -255,6 +256,8 @@ pub struct Optimizer {
     pre_stepped: bool,
     /// Modules checkpointed in the running step, in order.
     checkpointed: Vec<usize>,
+    /// Iterate averaging ([`Optimizer::average_from`]).
+    averaging: Option<average::Averaging>,
 }
 
 impl fmt::Debug for Optimizer {
@@ -292,6 +295,7 @@ impl Optimizer {
             checkpoints: true,
             pre_stepped: false,
             checkpointed: Vec::new(),
+            averaging: None,
         })
     }
 
@@ -446,6 +450,7 @@ impl Optimizer {
             Ok(Ok(report)) => {
                 self.step = report.step;
                 self.checkpointed.clear();
+                self.fold_average(params, report.step)?;
                 Ok(report)
             }
             Ok(Err(e)) => {
