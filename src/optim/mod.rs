@@ -60,11 +60,13 @@ mod checkpoint;
 mod modules;
 mod newton_cg;
 mod run;
+mod schedule;
 
 pub use backtracking::Backtracking;
 pub use modules::{Adam, ClipNorm, EmaInit, HeavyBall, Lr, Sign, WeightDecay};
 pub use newton_cg::{Hvp, NewtonCg};
 pub use run::{Control, Run, Stop, Summary};
+pub use schedule::Schedule;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -222,6 +224,13 @@ pub trait Transform: Send + fmt::Debug + std::any::Any {
     /// The module's effect on `u = α·g + β·x`, if it is that simple ([`Lr`], [`WeightDecay`]).
     fn fusion(&self) -> Option<Fusion> {
         None
+    }
+
+    /// [`fusion`](Transform::fusion) at step `step` (from 1), for a module whose factor
+    /// follows a schedule ([`Lr::scheduled`]). Default: `fusion()`.
+    fn fusion_at(&self, step: u64) -> Option<Fusion> {
+        let _ = step;
+        self.fusion()
     }
 }
 
@@ -382,7 +391,7 @@ impl Optimizer {
         }
         let (mut alpha, mut beta) = (1.0f64, 0.0f64);
         for m in &self.modules {
-            match m.fusion()? {
+            match m.fusion_at(self.step + 1)? {
                 Fusion::Scale(lr) => {
                     alpha *= f64::from(lr);
                     beta *= f64::from(lr);

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::checkpoint::check_module;
-use super::{ensure_like, Context, Fusion, Transform};
+use super::{ensure_like, Context, Fusion, Schedule, Transform};
 use crate::checkpoint::{flat, unflat, State};
 use crate::kernels::{adam, axpy, copy, heavy_ball, norm, scale, sign};
 use crate::{Error, Gpu, Params, Result};
@@ -60,38 +60,91 @@ fn restore(saved: Saved, state: &mut Option<Params>, backup: &Option<Params>) ->
     }
 }
 
-/// The learning rate: `update ← lr · update` (torchzero's `LR`).
+/// The learning rate: `update ← lr · update` (torchzero's `LR`); the rate may follow a
+/// [`Schedule`] of the optimiser's step ([`Lr::scheduled`]) with a linear warm-up
+/// ([`Lr::warm_up`]), also on the fused MeZO path (a scalar per step, no buffer). The schedule's
+/// position is the optimiser's step counter, so a checkpoint resumes it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Lr {
     lr: f32,
+    schedule: Option<Schedule>,
+    warm_up: u64,
 }
 
 impl Lr {
     /// A learning rate; it must be finite and positive (checked at each step).
     #[must_use]
     pub fn new(lr: f32) -> Self {
-        Self { lr }
+        Self {
+            lr,
+            schedule: None,
+            warm_up: 0,
+        }
+    }
+
+    /// A learning rate that follows `schedule` (checked at each step).
+    #[must_use]
+    pub fn scheduled(schedule: Schedule) -> Self {
+        Self {
+            lr: 1.0,
+            schedule: Some(schedule),
+            warm_up: 0,
+        }
+    }
+
+    /// A linear warm-up over the first `steps` steps: step k ≤ `steps` uses
+    /// `k/(steps + 1)` times the rate (default 0: none).
+    #[must_use]
+    pub fn warm_up(mut self, steps: u64) -> Self {
+        self.warm_up = steps;
+        self
+    }
+
+    /// The rate of step `step` (from 1), warm-up included.
+    #[must_use]
+    pub fn value(&self, step: u64) -> f32 {
+        let base = self.schedule.map_or(f64::from(self.lr), |s| s.value(step));
+        let k = step.max(1);
+        let w = if k <= self.warm_up {
+            k as f64 / (self.warm_up + 1) as f64
+        } else {
+            1.0
+        };
+        (base * w) as f32
+    }
+
+    fn config(&self) -> serde_json::Value {
+        match self.schedule {
+            None if self.warm_up == 0 => json!({ "lr": self.lr }),
+            s => json!({ "lr": self.lr, "schedule": format!("{s:?}"), "warm_up": self.warm_up }),
+        }
     }
 }
 
 impl Transform for Lr {
     fn save_state(&self) -> Result<Option<State>> {
-        Ok(Some(State::new("Lr", json!({ "lr": self.lr }))))
+        Ok(Some(State::new("Lr", self.config())))
     }
     fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
-        check_module("Lr", &json!({ "lr": self.lr }), state)
+        check_module("Lr", &self.config(), state)
     }
     fn name(&self) -> &'static str {
         "Lr"
     }
     fn validate(&self) -> Result<()> {
-        check("lr", self.lr, self.lr > 0.0, "finite and positive")
+        match self.schedule {
+            Some(s) => s.validate(),
+            None => check("lr", self.lr, self.lr > 0.0, "finite and positive"),
+        }
     }
     fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
-        scale(ctx.update, self.lr)
+        scale(ctx.update, self.value(ctx.step))
     }
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Scale(self.lr))
+    }
+    fn fusion_at(&self, step: u64) -> Option<Fusion> {
+        Some(Fusion::Scale(self.value(step)))
     }
 }
 
