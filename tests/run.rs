@@ -517,3 +517,61 @@ fn spall_gains_beat_constant_gains_on_a_noisy_objective() {
     assert!(ratios[9] < 1.0, "every seed: {ratios:?}");
     assert!(ratios[4] < 0.4, "median: {ratios:?}");
 }
+
+/// Spall's calibration of a: on a quadratic with a deterministic estimator (Fdm, the exact
+/// gradient up to rounding) a = d·(1 + A)^0.602 / (‖g‖/√n) with g recomputed in f64; with SPSA
+/// the calibration costs 2 evaluations per estimate and leaves the directions of the run
+/// that follows unchanged.
+#[test]
+fn spall_calibration_of_a() {
+    use zograd::approx::Spsa;
+    use zograd::optim::Schedule;
+    let gpu = gpu();
+    let x0v = data(5, N);
+    let mut x = Params::from_slices(&gpu, &[&x0v]).unwrap();
+    let quad = |v: &[f32]| -> f32 {
+        v.iter()
+            .enumerate()
+            .map(|(i, &e)| 0.5 * (1.0 + (i % 4) as f64) * f64::from(e).powi(2))
+            .sum::<f64>() as f32
+    };
+    let mut loss = |p: &Params| -> Result<f32> { Ok(quad(&p.to_vec()?)) };
+    let mut fdm = Fdm::new().h(1e-2);
+    let (s, evals) =
+        Schedule::calibrate_spall(&mut fdm, &gpu, &mut x, &mut loss, 3, 0.01, 1000).unwrap();
+    assert_eq!(evals, 3 * 2 * N as u64);
+    let g2: f64 = x0v
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| ((1.0 + (i % 4) as f64) * f64::from(e)).powi(2))
+        .sum();
+    let want = 0.01 * 101f64.powf(0.602) / (g2.sqrt() / (N as f64).sqrt());
+    match s {
+        Schedule::Spall { a, big_a, alpha } => {
+            assert!((a - want).abs() < 1e-3 * want, "a {a} vs {want}");
+            assert_eq!((big_a, alpha), (100.0, 0.602));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The first step's RMS move is then ≈ 0.01 (with the exact gradient: up to rounding).
+    assert!((s.value(1) * g2.sqrt() / (N as f64).sqrt() - 0.01).abs() < 1e-5);
+    // SPSA: counters put back.
+    let mut spsa = Spsa::new().seed(12).h(1e-2);
+    let (_, evals) =
+        Schedule::calibrate_spall(&mut spsa, &gpu, &mut x, &mut loss, 4, 0.01, 100).unwrap();
+    assert_eq!(evals, 8);
+    assert_eq!(spsa.current_step(), 0);
+    let mut a = Optimizer::new(&gpu, &x, spsa).unwrap().then(Lr::new(1e-3));
+    let mut y = Params::from_slices(&gpu, &[&x.to_vec().unwrap()]).unwrap();
+    let mut b = Optimizer::new(&gpu, &y, Spsa::new().seed(12).h(1e-2))
+        .unwrap()
+        .then(Lr::new(1e-3));
+    for _ in 0..3 {
+        a.step(&mut x, &mut loss).unwrap();
+        b.step(&mut y, &mut loss).unwrap();
+    }
+    assert_eq!(bits(&x), bits(&y));
+    let mut none = Spsa::new();
+    let r = Schedule::calibrate_spall(&mut none, &gpu, &mut x, &mut loss, 0, 0.01, 100);
+    assert!(matches!(r, Err(Error::InvalidArgument(m)) if m.starts_with("estimates:")));
+}

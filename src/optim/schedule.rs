@@ -2,7 +2,9 @@
 //! Step-size schedules for [`Lr`](super::Lr): constant, Spall's SPSA gains, step decay, cosine;
 //! with an optional linear warm-up ([`Lr::warm_up`](super::Lr::warm_up)).
 
-use crate::{Error, Result};
+use crate::approx::GradApproximator;
+use crate::kernels::norm;
+use crate::{Error, Gpu, Objective, Params, Result};
 
 /// A value per optimiser step k = 1, 2, … (the value of step k uses the index i = k − 1).
 ///
@@ -60,6 +62,80 @@ impl Schedule {
             big_a: 0.1 * planned_steps as f64,
             alpha: 0.602,
         }
+    }
+
+    /// Spall's gains with `a` calibrated as Spall recommends (and fishtest does): `estimates`
+    /// gradient estimates ĝ at x₀ by `approximator`, their mean RMS magnitude
+    /// r = mean_j ‖ĝ_j‖/√n, and a = `first_move`·(1 + A)^0.602 / r, so that the first step
+    /// moves each parameter by about `first_move` (RMS); A = 10 % of `planned_steps`.
+    ///
+    /// **Cost**: `estimates` calls of `approximate` (2 evaluations each for SPSA / MeZO with
+    /// the Central formula: see the estimator's table in [`crate::approx`]) and one n-sized
+    /// gradient buffer while it runs. Returns the schedule and the evaluations spent. The
+    /// approximator's seed and counters are put back afterwards (through
+    /// [`save_state`](GradApproximator::save_state) / `load_state`), so the run that follows
+    /// draws the directions it would have drawn without the calibration; an approximator that
+    /// cannot be checkpointed keeps the counters the estimates advanced. `params` are left as
+    /// they were (within the estimator's restore policy).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `estimates` = 0, a `first_move` that is not finite and
+    /// positive, or estimates that are all 0; the approximator's and objective's errors.
+    pub fn calibrate_spall(
+        approximator: &mut dyn GradApproximator,
+        gpu: &Gpu,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        estimates: u32,
+        first_move: f64,
+        planned_steps: u64,
+    ) -> Result<(Self, u64)> {
+        if estimates == 0 {
+            return Err(Error::invalid("estimates: must be at least 1, got 0"));
+        }
+        if !(first_move.is_finite() && first_move > 0.0) {
+            return Err(Error::invalid(format!(
+                "first_move: must be finite and positive, got {first_move}"
+            )));
+        }
+        let saved = approximator.save_state()?;
+        let mut grad = params.zeros_like()?;
+        let n = params.len() as f64;
+        let (mut rms, mut evaluations) = (0.0f64, 0u64);
+        let mut result = Ok(());
+        for _ in 0..estimates {
+            approximator.pre_step();
+            match approximator.approximate(gpu, params, objective, &mut grad) {
+                Ok(e) => evaluations += u64::from(e.evaluations),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            match norm(&grad) {
+                Ok(g) => rms += g / n.sqrt(),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Some(state) = &saved {
+            let shape = params.buffer_lens().to_vec();
+            approximator.load_state(gpu, &shape, state)?;
+        }
+        result?;
+        let rms = rms / f64::from(estimates);
+        if !(rms.is_finite() && rms > 0.0) {
+            return Err(Error::invalid(format!(
+                "estimates: the gradient estimates' magnitude is {rms}, a cannot be calibrated"
+            )));
+        }
+        let mut s = Self::spall(1.0, planned_steps);
+        if let Self::Spall { a, big_a, alpha } = &mut s {
+            *a = first_move * (1.0 + *big_a).powf(*alpha) / rms;
+        }
+        Ok((s, evaluations))
     }
 
     /// The value at step `step` (from 1; 0 is taken as 1), in f64.
