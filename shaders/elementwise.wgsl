@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-// zograd — elementwise kernels on one chunk: copy (the bandwidth yardstick), axpy, scale, fill,
+// zograd — elementwise kernels on one chunk: copy (the bandwidth yardstick), axpy, lerp, scale, fill,
 // and the optimiser modules' updates (sign, heavy-ball momentum, Adam).
 // Each thread handles 4 elements, 256 apart (coalesced).
 
@@ -27,6 +27,18 @@ fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
             dst[i] = dst[i] + launch.coef.x * src[i];
+        }
+    }
+}
+
+/// dst += w * (src - dst): one step of a running mean (Polyak–Ruppert averaging, w = 1/m).
+@compute @workgroup_size(256)
+fn lerp(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = group_index(wg) * WG_SIZE * PER_THREAD + lid;
+    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
+        let i = base + k * WG_SIZE;
+        if (i < launch.len) {
+            dst[i] = dst[i] + launch.coef.x * (src[i] - dst[i]);
         }
     }
 }

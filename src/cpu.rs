@@ -84,6 +84,13 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// Twin of [`crate::kernels::lerp`]: `y += w · (x − y)`.
+pub fn lerp(y: &mut [f32], w: f32, x: &[f32]) {
+    for (v, u) in y.iter_mut().zip(x) {
+        *v += w * (u - *v);
+    }
+}
+
 /// Twin of [`crate::kernels::scale`]: `x *= a`.
 pub fn scale(x: &mut [f32], a: f32) {
     for v in x {

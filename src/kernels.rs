@@ -184,6 +184,16 @@ pub fn axpy(y: &mut Params, a: f32, x: &Params) -> Result<()> {
     y.launch_with(Kernel::Axpy, &[x], "x", |l| l.coef[0] = a)
 }
 
+/// `y ← y + w·(x − y)` elementwise: one step of a running mean (with w = 1/m, y becomes the
+/// mean of m iterates; Polyak–Ruppert averaging, [`Optimizer::average_from`](crate::optim::Optimizer::average_from)).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the shapes or devices differ or `w` is not finite.
+pub fn lerp(y: &mut Params, w: f32, x: &Params) -> Result<()> {
+    check_finite("w", w)?;
+    y.launch_with(Kernel::Lerp, &[x], "x", |l| l.coef[0] = w)
+}
+
 /// `x *= a` elementwise.
 ///
 /// # Errors

@@ -11,6 +11,7 @@ mod restore;
 mod shader_objective;
 
 pub mod approx;
+pub mod checkpoint;
 pub mod cpu;
 #[cfg(feature = "mpi")]
 pub mod dist;

@@ -564,3 +564,27 @@ fn cached_bind_groups_follow_a_rechunked_operand() {
     let got = dot(&dst, &src).unwrap();
     assert!((got - want).abs() < 1e-4 * want, "dot {got} vs f64 {want}");
 }
+
+/// `lerp` (the running mean of iterate averaging) against f64 arithmetic, across chunk
+/// boundaries (the operands chunked at different lengths).
+#[test]
+fn lerp_matches_f64_across_chunks() {
+    let g = gpu();
+    let x0 = data(21, 5003);
+    let y0 = data(22, 5003);
+    let mut y = Params::from_slices(&g, &split(&y0, &[17, 2000])).unwrap();
+    let mut x = Params::from_slices(&g, &split(&x0, &[17, 2000])).unwrap();
+    y.set_max_chunk_len(1000).unwrap();
+    x.set_max_chunk_len(700).unwrap();
+    zograd::kernels::lerp(&mut y, 0.25, &x).unwrap();
+    let want: Vec<f32> = y0
+        .iter()
+        .zip(&x0)
+        .map(|(&a, &b)| (f64::from(a) + 0.25 * (f64::from(b) - f64::from(a))) as f32)
+        .collect();
+    assert_close(&y.to_vec().unwrap(), &want, 1e-7, 1e-6, "lerp");
+    let mut twin = y0.clone();
+    cpu::lerp(&mut twin, 0.25, &x0);
+    assert_close(&twin, &want, 1e-7, 1e-6, "cpu::lerp");
+    assert!(zograd::kernels::lerp(&mut y, f32::NAN, &x).is_err());
+}

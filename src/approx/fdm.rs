@@ -6,6 +6,7 @@ use super::{
     check_batch_len, check_buffers, check_h, check_value, Coordinate, Estimate, Formula,
     GradApproximator, Objective, Target,
 };
+use crate::checkpoint::{difference, State};
 use crate::restore::{Move, Restore};
 use crate::{Error, Gpu, Params, Result};
 
@@ -212,7 +213,39 @@ fn element_point(k: i32, i: usize) -> String {
     format!("f(x + {k}·h·e_i) of element {i}")
 }
 
+impl Fdm {
+    /// The settings as a checkpoint's `config`.
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "h": self.h,
+            "formula": format!("{:?}", self.formula),
+            "batch_size": self.batch_size,
+            "allow_non_finite": self.allow_non_finite,
+            "target": format!("{:?}", self.target),
+        })
+    }
+}
+
 impl GradApproximator for Fdm {
+    /// The settings; Fdm has no counters or buffers (it is deterministic).
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new("Fdm", self.config())))
+    }
+
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        let _ = (gpu, shape);
+        if state.name != "Fdm" {
+            return Err(Error::invalid(format!(
+                "approximator: the checkpoint's is {}, this one is Fdm",
+                state.name
+            )));
+        }
+        match difference(&self.config(), &state.config) {
+            Some(diff) => Err(Error::invalid(format!("approximator (Fdm): {diff}"))),
+            None => Ok(()),
+        }
+    }
+
     fn approximate(
         &mut self,
         gpu: &Gpu,

@@ -172,6 +172,15 @@ impl ForwardKind {
 }
 
 impl Kind for ForwardKind {
+    const NAME: &'static str = "ForwardGradient";
+
+    /// The JVP scheme (the scratch buffer is not state: it is rewritten at each use).
+    fn config(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("jvp".into(), format!("{:?}", self.jvp).into());
+        m
+    }
+
     fn run(s: &mut Sampler<Self>, mut call: Call<'_>, grad: &mut Params) -> Result<Estimate> {
         let user = s.kind.jvp == Jvp::User;
         let dirs = s.begin(&call, Some(grad), !user)?;

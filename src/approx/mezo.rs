@@ -166,6 +166,8 @@ impl MeZo {
 }
 
 impl Kind for MeZoKind {
+    const NAME: &'static str = "MeZo";
+
     fn run(s: &mut Sampler<Self>, mut call: Call<'_>, grad: &mut Params) -> Result<Estimate> {
         let (estimate, terms, _) = s.sample_terms(&mut call, Some(grad), false)?;
         s.write(grad, &terms)?;

@@ -75,6 +75,7 @@ pub use sampling::Sampler;
 pub use crate::objective::{Coordinate, LossValue, Objective};
 pub use crate::Distribution;
 
+use crate::checkpoint::State;
 use crate::restore::check_device;
 use crate::{Error, Gpu, Params, Result};
 
@@ -199,6 +200,33 @@ pub trait GradApproximator {
     /// gradient buffer (default false).
     fn can_fuse(&self) -> bool {
         false
+    }
+
+    /// The estimator's state for a checkpoint ([`Optimizer::save`](crate::optim::Optimizer::save)):
+    /// its name, every setting, its seed and counters and its GPU state buffers. `Ok(None)`, the
+    /// default, says the estimator cannot be checkpointed (an optimiser holding it then refuses
+    /// to save); implement it with [`load_state`](GradApproximator::load_state) for your own
+    /// estimator to make it checkpointable.
+    ///
+    /// # Errors
+    /// Device errors (reading state buffers back).
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(None)
+    }
+
+    /// Restores a state written by [`save_state`](GradApproximator::save_state) into an
+    /// estimator built with the same settings, for parameters of buffer lengths `shape` on
+    /// `gpu`. All or nothing: on error the estimator is unchanged. The seed is part of the
+    /// state, so an estimator built with a default (random) seed takes the checkpoint's.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming what differs (the name, a setting, a tensor's length);
+    /// the default returns [`Error::Unsupported`].
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        let _ = (gpu, shape, state);
+        Err(Error::Unsupported(
+            "this approximator cannot be checkpointed (save_state returns None)".into(),
+        ))
     }
 
     /// Estimates the gradient ĝ at `params` and applies `x ← a·x − alpha·ĝ` in place, without a

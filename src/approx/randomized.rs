@@ -9,8 +9,9 @@
 use super::probe::{Along, Sample};
 use super::sampling::{evaluate, Call, Kind, Sampler};
 use super::{entropy_seed, Estimate, Formula};
+use crate::checkpoint::{unflat, State};
 use crate::kernels::{accumulate, axpy, fill, scale, Direction};
-use crate::{Distribution, Error, Params, Result};
+use crate::{Distribution, Error, Gpu, Params, Result};
 
 /// Gradient estimation by randomized finite differences (torchzero's `RandomizedFDM`):
 ///
@@ -134,6 +135,61 @@ impl RandomizedFdm {
 }
 
 impl Kind for RandomizedKind {
+    const NAME: &'static str = "RandomizedFdm";
+
+    fn config(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("beta".into(), self.beta.into());
+        m
+    }
+
+    /// The stored directions of `beta > 0` (tensors `direction.s`) and which draw was folded
+    /// in last (counter `drawn`).
+    fn save(&self, state: &mut State) -> Result<()> {
+        let drawn = self.momentum.as_ref().and_then(|m| m.drawn);
+        if let serde_json::Value::Object(c) = &mut state.counters {
+            c.insert(
+                "drawn".into(),
+                serde_json::json!(drawn.map(|(t, s)| [t, s])),
+            );
+        }
+        if let Some(m) = &self.momentum {
+            for (s, v) in m.directions.iter().enumerate() {
+                state.tensors.push((format!("direction.{s}"), v.to_vec()?));
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        let drawn = match state.counters.get("drawn") {
+            Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value::<(u32, u32)>(v.clone()).map_err(|_| {
+                    Error::invalid("checkpoint: RandomizedFdm's `drawn` is malformed")
+                })?,
+            ),
+            None => {
+                return Err(Error::invalid(
+                    "checkpoint: RandomizedFdm's counter `drawn` is missing",
+                ))
+            }
+        };
+        let count = state.tensors.len();
+        let mut directions = Vec::with_capacity(count);
+        for s in 0..count {
+            let name = format!("direction.{s}");
+            let data = state.tensor(&name).ok_or_else(|| {
+                Error::invalid(format!(
+                    "checkpoint: RandomizedFdm's tensor `{name}` is missing"
+                ))
+            })?;
+            directions.push(unflat(gpu, shape, data, &name)?);
+        }
+        self.momentum = (count > 0).then_some(Momentum { directions, drawn });
+        Ok(())
+    }
+
     fn run(s: &mut Sampler<Self>, mut call: Call<'_>, grad: &mut Params) -> Result<Estimate> {
         let beta = s.kind.beta;
         if !(0.0..=1.0).contains(&beta) {

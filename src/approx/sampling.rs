@@ -12,6 +12,7 @@ use super::probe::{differences, Differences, Sample};
 use super::{
     check_buffers, check_h, check_samples, Estimate, Formula, GradApproximator, Objective, Target,
 };
+use crate::checkpoint::{difference, State};
 use crate::kernels::{self, fill, Direction};
 use crate::restore::{check_device, saved_copy};
 use crate::{cpu, Distribution, Error, Gpu, Params, Result};
@@ -80,6 +81,32 @@ pub(crate) type Fused = Option<Result<Estimate>>;
 /// What an estimator adds to the [`Sampler`] core: its evaluation of one call and its own
 /// state. Implemented by the three kinds of this crate only.
 pub(crate) trait Kind: Sized {
+    /// The estimator's name in checkpoints.
+    const NAME: &'static str;
+
+    /// The kind's own settings, merged into the checkpoint's `config`.
+    fn config(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
+    /// Adds the kind's counters and GPU state to a checkpoint's state.
+    ///
+    /// # Errors
+    /// Device errors.
+    fn save(&self, state: &mut State) -> Result<()> {
+        let _ = state;
+        Ok(())
+    }
+
+    /// Takes the kind's counters and GPU state from `state`: all or nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for malformed state; device errors.
+    fn load(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        let _ = (gpu, shape, state);
+        Ok(())
+    }
+
     /// Estimates the gradient into `grad` (the body of `approximate`).
     ///
     /// # Errors
@@ -307,6 +334,27 @@ impl<K> Sampler<K> {
     }
 }
 
+/// The settings of `s` as a checkpoint's `config` (the seed is a counter: see `save_state`).
+fn config_of<K: Kind>(s: &Sampler<K>) -> serde_json::Value {
+    {
+        let d = &s.set;
+        let mut m = serde_json::json!({
+            "h": d.h,
+            "n_samples": d.n_samples,
+            "formula": format!("{:?}", d.formula),
+            "distribution": format!("{:?}", d.distribution),
+            "pre_generate": d.pre_generate,
+            "exact_restore": d.exact_restore,
+            "allow_non_finite": d.allow_non_finite,
+            "target": format!("{:?}", d.target),
+        });
+        if let serde_json::Value::Object(o) = &mut m {
+            o.extend(s.kind.config());
+        }
+        m
+    }
+}
+
 /// Evaluates the settings' formula along `plans` with their restore policy (one saved copy in
 /// `saved`, or in place); see [`differences`].
 pub(super) fn evaluate(
@@ -376,6 +424,64 @@ impl<K: Kind> GradApproximator for Sampler<K> {
     /// stored directions of `beta > 0`, ForwardGradient's Uniform-norm scratch buffer).
     fn state_bytes(&self) -> u64 {
         self.saved.as_ref().map_or(0, Params::owned_bytes) + self.kind.state_bytes()
+    }
+
+    /// The settings, the seed, the step and call counters and the kind's state (the stored
+    /// directions of [`RandomizedFdm`](super::RandomizedFdm) with `beta > 0`). The seed is
+    /// state, not a setting: an estimator built with a random seed takes the checkpoint's.
+    fn save_state(&self) -> Result<Option<State>> {
+        let mut state = State::new(K::NAME, config_of(self));
+        state.counters = serde_json::json!({
+            "seed": self.set.seed,
+            "step": self.step,
+            "calls": self.calls,
+            "undo": self.undo.map(|(s, c)| [s, c]),
+        });
+        self.kind.save(&mut state)?;
+        Ok(Some(state))
+    }
+
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        if state.name != K::NAME {
+            return Err(Error::invalid(format!(
+                "approximator: the checkpoint's is {}, this one is {}",
+                state.name,
+                K::NAME
+            )));
+        }
+        if let Some(diff) = difference(&config_of(self), &state.config) {
+            return Err(Error::invalid(format!(
+                "approximator ({}): {diff}",
+                K::NAME
+            )));
+        }
+        let u32_of = |key: &str| -> Result<u32> {
+            u32::try_from(state.counter_u64(key)?).map_err(|_| {
+                Error::invalid(format!("checkpoint: {}'s `{key}` exceeds u32", K::NAME))
+            })
+        };
+        let seed = state.counter_u64("seed")?;
+        let (step, calls) = (u32_of("step")?, u32_of("calls")?);
+        let undo = match state.counters.get("undo") {
+            Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value::<(u32, u32)>(v.clone()).map_err(|_| {
+                    Error::invalid(format!("checkpoint: {}'s `undo` is malformed", K::NAME))
+                })?,
+            ),
+            None => {
+                return Err(Error::invalid(format!(
+                    "checkpoint: {}'s counter `undo` is missing",
+                    K::NAME
+                )))
+            }
+        };
+        self.kind.load(gpu, shape, state)?;
+        self.set.seed = seed;
+        self.step = step;
+        self.calls = calls;
+        self.undo = undo;
+        Ok(())
     }
 
     fn restores_exactly(&self) -> bool {

@@ -26,6 +26,8 @@ pub(crate) enum Kernel {
     Adam,
     SphereSumsq,
     Dot,
+    /// `y ← y + w·(x − y)`: the running mean of iterate averaging.
+    Lerp,
 }
 
 /// The binding shapes: a dynamic-offset uniform at binding 0, then one read-write storage
@@ -120,7 +122,7 @@ const fn row(
 /// accumulate 256 threads of 64 elements (two Philox words each), the dot product 256 threads of 64 elements
 /// (`DOT_PER_THREAD` in `shaders/reduce.wgsl`), quad kernels 256 blocks of 4, elementwise
 /// kernels and the sphere norms 1024 elements.
-pub(crate) const KERNELS: [KernelSpec; 15] = {
+pub(crate) const KERNELS: [KernelSpec; 16] = {
     use Family as F;
     use Kernel as K;
     use LayoutKind as L;
@@ -181,6 +183,7 @@ pub(crate) const KERNELS: [KernelSpec; 15] = {
         row(K::Adam, F::Optim, "adam", L::ThreeRw, 1024, 1),
         row(K::SphereSumsq, F::Reduce, "sphere_sumsq", L::One, 1024, 4),
         row(K::Dot, F::Reduce, "dot_product", L::Three, 16384, 1),
+        row(K::Lerp, F::Elementwise, "lerp", L::Two, 1024, 1),
     ]
 };
 

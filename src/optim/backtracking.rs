@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Armijo backtracking line search along the update.
 
+use serde_json::json;
+
+use super::checkpoint::check_module;
 use super::{Context, Transform};
+use crate::checkpoint::State;
 use crate::kernels::{dot, scale};
-use crate::{Error, Result};
+use crate::{Error, Gpu, Result};
 
 /// Armijo backtracking (torchzero's `Backtracking`, with its rules and defaults): tries steps
 /// `t = t₀, t₀·β, t₀·β², …` (at most `max_iter`) along `−update` and returns the first with
@@ -130,7 +134,36 @@ impl Default for Backtracking {
     }
 }
 
+impl Backtracking {
+    fn config(&self) -> serde_json::Value {
+        json!({
+            "init": self.init,
+            "beta": self.beta,
+            "c": self.c,
+            "max_iter": self.max_iter,
+            "adaptive": self.adaptive,
+        })
+    }
+}
+
 impl Transform for Backtracking {
+    /// The settings and the search state: the adaptive scale σ and the last step.
+    fn save_state(&self) -> Result<Option<State>> {
+        let mut st = State::new("Backtracking", self.config());
+        st.counters = json!({ "init_scale": self.init_scale, "last_step": self.last_step });
+        Ok(Some(st))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("Backtracking", &self.config(), state)?;
+        let scale = state.counter_f64("init_scale")?.ok_or_else(|| {
+            Error::invalid("checkpoint: Backtracking's counter `init_scale` is null")
+        })?;
+        let last = state.counter_f64("last_step")?.map(|t| t as f32);
+        self.init_scale = scale;
+        self.last_step = last;
+        self.saved = None;
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "Backtracking"
     }

@@ -55,18 +55,25 @@
 //! `x ← (1 − β)·x − α·ĝ` with ĝ regenerated from the seeds, and no gradient buffer exists:
 //! [`Optimizer::state_bytes`] is 0.
 
+mod average;
 mod backtracking;
+mod checkpoint;
 mod modules;
 mod newton_cg;
+mod run;
+mod schedule;
 
 pub use backtracking::Backtracking;
 pub use modules::{Adam, ClipNorm, EmaInit, HeavyBall, Lr, Sign, WeightDecay};
 pub use newton_cg::{Hvp, NewtonCg};
+pub use run::{Control, Run, Stop, Summary};
+pub use schedule::Schedule;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::approx::{Estimate, GradApproximator, Target};
+use crate::checkpoint::State;
 use crate::kernels::{axpy, copy};
 use crate::restore::{check_device, saved_copy, Move, Restore};
 use crate::{Error, Gpu, Objective, Params, Result};
@@ -124,7 +131,7 @@ impl fmt::Debug for Context<'_> {
 
 /// A module of the optimiser chain: transforms the update in place on the GPU, with its own
 /// state buffers (optax's `GradientTransformation`, torchzero's module).
-pub trait Transform: Send + fmt::Debug {
+pub trait Transform: Send + fmt::Debug + std::any::Any {
     /// A short name for messages.
     fn name(&self) -> &'static str;
 
@@ -189,9 +196,42 @@ pub trait Transform: Send + fmt::Debug {
         0
     }
 
+    /// The module's state for a checkpoint ([`Optimizer::save`]): its hyper-parameters, its
+    /// counters and its GPU state buffers. `Ok(None)`, the default, says the module cannot be
+    /// checkpointed (the optimiser then refuses to save); implement it with
+    /// [`load_state`](Transform::load_state) for your own module.
+    ///
+    /// # Errors
+    /// Device errors (reading state buffers back).
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(None)
+    }
+
+    /// Restores a state written by [`save_state`](Transform::save_state) into a module built
+    /// with the same hyper-parameters, for parameters of buffer lengths `shape` on `gpu`. All or
+    /// nothing: on error the module is unchanged.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming what differs; the default returns
+    /// [`Error::Unsupported`].
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        let _ = (gpu, shape, state);
+        Err(Error::Unsupported(format!(
+            "{} cannot be checkpointed (save_state returns None)",
+            self.name()
+        )))
+    }
+
     /// The module's effect on `u = α·g + β·x`, if it is that simple ([`Lr`], [`WeightDecay`]).
     fn fusion(&self) -> Option<Fusion> {
         None
+    }
+
+    /// [`fusion`](Transform::fusion) at step `step` (from 1), for a module whose factor
+    /// follows a schedule ([`Lr::scheduled`]). Default: `fusion()`.
+    fn fusion_at(&self, step: u64) -> Option<Fusion> {
+        let _ = step;
+        self.fusion()
     }
 }
 
@@ -233,6 +273,8 @@ pub struct Optimizer {
     checkpointed: Vec<usize>,
     /// Whether each step evaluates f(x) at its start point ([`Optimizer::measure_loss`]).
     measure_loss: bool,
+    /// Iterate averaging ([`Optimizer::average_from`]).
+    averaging: Option<average::Averaging>,
 }
 
 impl fmt::Debug for Optimizer {
@@ -271,6 +313,7 @@ impl Optimizer {
             pre_stepped: false,
             checkpointed: Vec::new(),
             measure_loss: false,
+            averaging: None,
         })
     }
 
@@ -327,6 +370,27 @@ impl Optimizer {
         &*self.approximator
     }
 
+    /// The approximator, to change its settings between steps (they are part of a
+    /// checkpoint's configuration, which [`load`](Optimizer::load) compares).
+    pub fn approximator_mut(&mut self) -> &mut (dyn GradApproximator + Send) {
+        &mut *self.approximator
+    }
+
+    /// The module at `position` in the chain (from 0) if it is a `T`.
+    #[must_use]
+    pub fn module<T: Transform>(&self, position: usize) -> Option<&T> {
+        let m: &dyn std::any::Any = &**self.modules.get(position)?;
+        m.downcast_ref()
+    }
+
+    /// The module at `position` in the chain (from 0) if it is a `T`, to change it between
+    /// steps (e.g. `*opt.module_mut::<Lr>(1).unwrap() = Lr::new(1e-4)`); its hyper-parameters
+    /// are part of a checkpoint's configuration, which [`load`](Optimizer::load) compares.
+    pub fn module_mut<T: Transform>(&mut self, position: usize) -> Option<&mut T> {
+        let m: &mut dyn std::any::Any = &mut **self.modules.get_mut(position)?;
+        m.downcast_mut()
+    }
+
     /// Bytes of the n-sized GPU buffers the optimiser owns: the update and gradient buffers,
     /// the snapshot of x for exact restoration, the modules' state (checkpoints included) and
     /// the approximator's. 0 for the fused MeZO step.
@@ -349,7 +413,7 @@ impl Optimizer {
         }
         let (mut alpha, mut beta) = (1.0f64, 0.0f64);
         for m in &self.modules {
-            match m.fusion()? {
+            match m.fusion_at(self.step + 1)? {
                 Fusion::Scale(lr) => {
                     alpha *= f64::from(lr);
                     beta *= f64::from(lr);
@@ -411,10 +475,13 @@ impl Optimizer {
         // The parameters are put back by the estimators' and modules' own guards while the
         // error returns or the panic unwinds; what is left to undo here is the counters and
         // the modules' state.
-        match panic::catch_unwind(AssertUnwindSafe(|| self.run(params, objective, target))) {
+        match panic::catch_unwind(AssertUnwindSafe(|| {
+            self.step_body(params, objective, target)
+        })) {
             Ok(Ok(report)) => {
                 self.step = report.step;
                 self.checkpointed.clear();
+                self.fold_average(params, report.step)?;
                 Ok(report)
             }
             Ok(Err(e)) => {
@@ -441,7 +508,7 @@ impl Optimizer {
     }
 
     /// The body of [`step`](Optimizer::step); leaves `self.step` alone.
-    fn run(
+    fn step_body(
         &mut self,
         params: &mut Params,
         objective: &mut dyn Objective,

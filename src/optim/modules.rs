@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The elementwise modules: learning rate, momentum, Adam, sign, weight decay, norm clipping.
 
-use super::{ensure_like, Context, Fusion, Transform};
+use serde_json::json;
+
+use super::checkpoint::check_module;
+use super::{ensure_like, Context, Fusion, Schedule, Transform};
+use crate::checkpoint::{flat, unflat, State};
 use crate::kernels::{adam, axpy, copy, heavy_ball, norm, scale, sign};
-use crate::{Error, Params, Result};
+use crate::{Error, Gpu, Params, Result};
 
 fn check(name: &str, value: f32, ok: bool, range: &str) -> Result<()> {
     if value.is_finite() && ok {
@@ -56,32 +60,91 @@ fn restore(saved: Saved, state: &mut Option<Params>, backup: &Option<Params>) ->
     }
 }
 
-/// The learning rate: `update ← lr · update` (torchzero's `LR`).
+/// The learning rate: `update ← lr · update` (torchzero's `LR`); the rate may follow a
+/// [`Schedule`] of the optimiser's step ([`Lr::scheduled`]) with a linear warm-up
+/// ([`Lr::warm_up`]), also on the fused MeZO path (a scalar per step, no buffer). The schedule's
+/// position is the optimiser's step counter, so a checkpoint resumes it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Lr {
     lr: f32,
+    schedule: Option<Schedule>,
+    warm_up: u64,
 }
 
 impl Lr {
     /// A learning rate; it must be finite and positive (checked at each step).
     #[must_use]
     pub fn new(lr: f32) -> Self {
-        Self { lr }
+        Self {
+            lr,
+            schedule: None,
+            warm_up: 0,
+        }
+    }
+
+    /// A learning rate that follows `schedule` (checked at each step).
+    #[must_use]
+    pub fn scheduled(schedule: Schedule) -> Self {
+        Self {
+            lr: 1.0,
+            schedule: Some(schedule),
+            warm_up: 0,
+        }
+    }
+
+    /// A linear warm-up over the first `steps` steps: step k ≤ `steps` uses
+    /// `k/(steps + 1)` times the rate (default 0: none).
+    #[must_use]
+    pub fn warm_up(mut self, steps: u64) -> Self {
+        self.warm_up = steps;
+        self
+    }
+
+    /// The rate of step `step` (from 1), warm-up included.
+    #[must_use]
+    pub fn value(&self, step: u64) -> f32 {
+        let base = self.schedule.map_or(f64::from(self.lr), |s| s.value(step));
+        let k = step.max(1);
+        let w = if k <= self.warm_up {
+            k as f64 / (self.warm_up + 1) as f64
+        } else {
+            1.0
+        };
+        (base * w) as f32
+    }
+
+    fn config(&self) -> serde_json::Value {
+        match self.schedule {
+            None if self.warm_up == 0 => json!({ "lr": self.lr }),
+            s => json!({ "lr": self.lr, "schedule": format!("{s:?}"), "warm_up": self.warm_up }),
+        }
     }
 }
 
 impl Transform for Lr {
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new("Lr", self.config())))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("Lr", &self.config(), state)
+    }
     fn name(&self) -> &'static str {
         "Lr"
     }
     fn validate(&self) -> Result<()> {
-        check("lr", self.lr, self.lr > 0.0, "finite and positive")
+        match self.schedule {
+            Some(s) => s.validate(),
+            None => check("lr", self.lr, self.lr > 0.0, "finite and positive"),
+        }
     }
     fn apply(&mut self, ctx: &mut Context<'_>) -> Result<()> {
-        scale(ctx.update, self.lr)
+        scale(ctx.update, self.value(ctx.step))
     }
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Scale(self.lr))
+    }
+    fn fusion_at(&self, step: u64) -> Option<Fusion> {
+        Some(Fusion::Scale(self.value(step)))
     }
 }
 
@@ -134,6 +197,12 @@ impl HeavyBall {
     }
 }
 
+impl HeavyBall {
+    fn config(&self) -> serde_json::Value {
+        json!({ "momentum": self.momentum, "ema_init": format!("{:?}", self.init) })
+    }
+}
+
 impl Default for HeavyBall {
     fn default() -> Self {
         Self::new(0.9)
@@ -141,6 +210,24 @@ impl Default for HeavyBall {
 }
 
 impl Transform for HeavyBall {
+    /// The momentum and the velocity (tensor `velocity`, absent before the first step).
+    fn save_state(&self) -> Result<Option<State>> {
+        let mut st = State::new("HeavyBall", self.config());
+        if let Some(v) = flat(&self.velocity)? {
+            st.tensors.push(("velocity".into(), v));
+        }
+        Ok(Some(st))
+    }
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        check_module("HeavyBall", &self.config(), state)?;
+        let velocity = state
+            .tensor("velocity")
+            .map(|v| unflat(gpu, shape, v, "velocity"))
+            .transpose()?;
+        self.velocity = velocity;
+        self.saved = Saved::Nothing;
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "HeavyBall"
     }
@@ -231,6 +318,12 @@ impl Adam {
     }
 }
 
+impl Adam {
+    fn config(&self) -> serde_json::Value {
+        json!({ "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps })
+    }
+}
+
 impl Default for Adam {
     fn default() -> Self {
         Self::new()
@@ -238,6 +331,38 @@ impl Default for Adam {
 }
 
 impl Transform for Adam {
+    /// β₁, β₂, ε, the step count t and the moments (tensors `m`, `v`).
+    fn save_state(&self) -> Result<Option<State>> {
+        let mut st = State::new("Adam", self.config());
+        st.counters = json!({ "t": self.t });
+        if let (Some(m), Some(v)) = (flat(&self.m)?, flat(&self.v)?) {
+            st.tensors.push(("m".into(), m));
+            st.tensors.push(("v".into(), v));
+        }
+        Ok(Some(st))
+    }
+    fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
+        check_module("Adam", &self.config(), state)?;
+        let t = state.counter_u64("t")?;
+        let m = state
+            .tensor("m")
+            .map(|d| unflat(gpu, shape, d, "m"))
+            .transpose()?;
+        let v = state
+            .tensor("v")
+            .map(|d| unflat(gpu, shape, d, "v"))
+            .transpose()?;
+        if m.is_some() != v.is_some() {
+            return Err(Error::invalid(
+                "checkpoint: Adam has one of its moments `m`, `v` without the other",
+            ));
+        }
+        self.t = t;
+        self.m = m;
+        self.v = v;
+        self.saved = (Saved::Nothing, Saved::Nothing, 0);
+        Ok(())
+    }
     fn name(&self) -> &'static str {
         "Adam"
     }
@@ -306,6 +431,12 @@ impl Sign {
 }
 
 impl Transform for Sign {
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new("Sign", json!({}))))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("Sign", &json!({}), state)
+    }
     fn name(&self) -> &'static str {
         "Sign"
     }
@@ -342,6 +473,15 @@ impl WeightDecay {
 }
 
 impl Transform for WeightDecay {
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new(
+            "WeightDecay",
+            json!({ "weight_decay": self.wd }),
+        )))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("WeightDecay", &json!({ "weight_decay": self.wd }), state)
+    }
     fn name(&self) -> &'static str {
         "WeightDecay"
     }
@@ -377,6 +517,15 @@ impl ClipNorm {
 }
 
 impl Transform for ClipNorm {
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new(
+            "ClipNorm",
+            json!({ "max_norm": self.max }),
+        )))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        check_module("ClipNorm", &json!({ "max_norm": self.max }), state)
+    }
     fn name(&self) -> &'static str {
         "ClipNorm"
     }

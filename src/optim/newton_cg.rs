@@ -4,8 +4,9 @@
 use std::str::FromStr;
 
 use super::{ensure_like, Context, Transform};
+use crate::checkpoint::State;
 use crate::kernels::{axpy, copy, dot, fill, norm, scale};
-use crate::{Error, Params, Result};
+use crate::{Error, Gpu, Params, Result};
 
 /// How Newton-CG forms Hessian-vector products from gradient estimates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -182,7 +183,28 @@ fn grad_shifted(ctx: &mut Context<'_>, t: f32, v: &Params, out: &mut Params) -> 
     Ok(est?.evaluations)
 }
 
+impl NewtonCg {
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "max_iter": self.max_iter,
+            "min_iter": self.min_iter,
+            "tol": self.tol,
+            "reg": self.reg,
+            "npc_terminate": self.npc_terminate,
+            "hvp": format!("{:?}", self.hvp),
+            "h": self.h,
+        })
+    }
+}
+
 impl Transform for NewtonCg {
+    /// The settings; Newton-CG keeps no state across steps (its buffers are scratch).
+    fn save_state(&self) -> Result<Option<State>> {
+        Ok(Some(State::new("NewtonCg", self.config())))
+    }
+    fn load_state(&mut self, _gpu: &Gpu, _shape: &[u64], state: &State) -> Result<()> {
+        super::checkpoint::check_module("NewtonCg", &self.config(), state)
+    }
     fn name(&self) -> &'static str {
         "NewtonCg"
     }

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! A long run with a budget, a checkpoint every 100 steps, and a resume: run it, interrupt it
+//! (Ctrl-C) and run it again; it continues from the last checkpoint, bit for bit as if it had
+//! never stopped. `cargo run --release --example long_run` (delete `long_run.*.safetensors` in
+//! the temporary directory to start over).
+
+use std::time::Duration;
+
+use zograd::approx::Spsa;
+use zograd::optim::{Adam, Control, Lr, Optimizer};
+use zograd::{Gpu, Params};
+
+fn main() -> zograd::Result<()> {
+    let gpu = Gpu::new()?;
+    let dir = std::env::temp_dir();
+    let (opt_file, x_file) = (
+        dir.join("long_run.opt.safetensors"),
+        dir.join("long_run.x.safetensors"),
+    );
+    // f(x) = Σ (x_i − 1)², n = 1000.
+    let mut loss = |p: &Params| -> zograd::Result<f32> {
+        Ok(p.to_vec()?.iter().map(|v| (v - 1.0) * (v - 1.0)).sum())
+    };
+    let resume = opt_file.exists() && x_file.exists();
+    let mut x = if resume {
+        Params::load(&gpu, &x_file)?
+    } else {
+        Params::from_slices(&gpu, &[&[0.0f32; 1000][..]])?
+    };
+    let mut opt = Optimizer::new(&gpu, &x, Spsa::new().h(1e-3).n_samples(4))?
+        .then(Adam::new())
+        .then(Lr::new(1e-2));
+    if resume {
+        opt.load(&opt_file)?;
+        println!("resumed at step {}", opt.steps());
+    }
+    let summary = opt
+        .run()
+        .max_steps(2_000)
+        .max_evaluations(20_000)
+        .time_limit(Duration::from_secs(600))
+        .patience(200, 1e-3)
+        .checkpoint_every(100, &opt_file, &x_file)
+        .observe(|r| {
+            if r.step % 100 == 0 {
+                println!("step {:5}: f ≈ {:?}", r.step, r.loss_approx);
+            }
+            Control::Continue
+        })
+        .until_done(&mut x, &mut loss)?;
+    println!(
+        "stopped: {:?} after {} steps, {} evaluations, {:.1?}; best {:?}",
+        summary.stop, summary.steps, summary.evaluations, summary.elapsed, summary.best
+    );
+    Ok(())
+}
