@@ -8,6 +8,7 @@ pub(crate) mod gpu;
 mod objective;
 mod params;
 mod restore;
+mod schedule;
 mod shader_objective;
 
 pub mod approx;

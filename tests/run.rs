@@ -575,3 +575,105 @@ fn spall_calibration_of_a() {
     let r = Schedule::calibrate_spall(&mut none, &gpu, &mut x, &mut loss, 0, 0.01, 100);
     assert!(matches!(r, Err(Error::InvalidArgument(m)) if m.starts_with("estimates:")));
 }
+
+/// A scheduled h: step k of the estimator uses h = c / k^0.101 (Spall's c_k, the textbook
+/// formula written out here), for every call of that step; the estimate of step k equals,
+/// bit for bit, that of an estimator with the constant h_k at the same step counter; a
+/// failed step (abort) and a checkpoint's state bring the step's h back with the counter.
+#[test]
+fn a_scheduled_h_follows_spalls_c_k() {
+    use zograd::approx::{GradApproximator, Spsa};
+    use zograd::optim::Schedule;
+    let gpu = gpu();
+    let mut x = x0(&gpu);
+    let mut g = x.zeros_like().unwrap();
+    let mut g_ref = x.zeros_like().unwrap();
+    let mut loss = |p: &Params| -> Result<f32> { Ok(f(&p.to_vec()?)) };
+    let c = 0.05f64;
+    let h_k = |k: u32| (c / f64::from(k).powf(0.101)) as f32;
+    // Exact restore: both estimators see the same x (in-place restoration would drift it).
+    let mut est = Spsa::new()
+        .seed(4)
+        .n_samples(2)
+        .exact_restore(true)
+        .h_schedule(Schedule::spall_h(c));
+    assert_eq!(
+        est.current_h(),
+        h_k(1),
+        "before the first step: the first step's h"
+    );
+    for k in 1..=5u32 {
+        est.pre_step();
+        assert_eq!(est.current_h(), h_k(k));
+        est.approximate(&gpu, &mut x, &mut loss, &mut g).unwrap();
+        let mut fixed = Spsa::new()
+            .seed(4)
+            .n_samples(2)
+            .exact_restore(true)
+            .h(h_k(k));
+        for _ in 0..k {
+            fixed.pre_step();
+        }
+        fixed
+            .approximate(&gpu, &mut x, &mut loss, &mut g_ref)
+            .unwrap();
+        assert_eq!(bits(&g), bits(&g_ref), "step {k}");
+    }
+    est.pre_step();
+    assert_eq!(est.current_h(), h_k(6));
+    est.abort_step();
+    assert_eq!(est.current_h(), h_k(5), "abort_step puts the step's h back");
+    let state = est.save_state().unwrap().unwrap();
+    let mut resumed = Spsa::new()
+        .seed(1)
+        .n_samples(2)
+        .exact_restore(true)
+        .h_schedule(Schedule::spall_h(c));
+    resumed.load_state(&gpu, x.buffer_lens(), &state).unwrap();
+    assert_eq!(resumed.current_h(), h_k(5));
+    // Another schedule is another hyper-parameter: the load is refused and names h.
+    let mut other = Spsa::new()
+        .n_samples(2)
+        .exact_restore(true)
+        .h_schedule(Schedule::spall_h(2.0 * c));
+    let err = other.load_state(&gpu, x.buffer_lens(), &state).unwrap_err();
+    assert!(err.to_string().contains("h"), "{err}");
+    // A bad schedule is refused at use, naming it.
+    let mut bad = Spsa::new().h_schedule(Schedule::spall_h(-1.0));
+    bad.pre_step();
+    let r = bad.approximate(&gpu, &mut x, &mut loss, &mut g);
+    assert!(matches!(r, Err(Error::InvalidArgument(m)) if m.starts_with("h_schedule:")));
+}
+
+/// Spall's c from the loss's noise: the sample standard deviation of repeated evaluations at
+/// x, here of a loss whose noise is σ·u with u uniform of unit variance. Over 400 evaluations
+/// the estimate's standard error is about σ/√(2·400) = 3.5 % of σ (plus the kurtosis term of the
+/// uniform), so 15 % catches a factor-of-2 error and passes every seed. A deterministic loss has
+/// no noise to calibrate from, and fewer than 2 evaluations are refused.
+#[test]
+fn spall_calibration_of_c_measures_the_noise() {
+    use zograd::optim::Schedule;
+    let gpu = gpu();
+    let x = x0(&gpu);
+    let sigma = 0.02f32;
+    for seed in 0..3 {
+        let mut loss = noisy_quadratic(seed, sigma);
+        let (s, evals) = Schedule::calibrate_spall_h(&x, &mut loss, 400).unwrap();
+        assert_eq!(evals, 400);
+        match s {
+            Schedule::Spall { a, big_a, alpha } => {
+                assert!(
+                    (a - f64::from(sigma)).abs() < 0.15 * f64::from(sigma),
+                    "c {a} vs σ {sigma}"
+                );
+                assert_eq!((big_a, alpha), (0.0, 0.101));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut clean = |p: &Params| -> Result<f32> { Ok(f(&p.to_vec()?)) };
+    let r = Schedule::calibrate_spall_h(&x, &mut clean, 10);
+    assert!(matches!(r, Err(Error::InvalidArgument(m)) if m.starts_with("objective:")));
+    let r = Schedule::calibrate_spall_h(&x, &mut clean, 1);
+    assert!(matches!(r, Err(Error::InvalidArgument(m)) if m.starts_with("evaluations:")));
+}

@@ -15,12 +15,16 @@ use super::{
 use crate::checkpoint::{difference, State};
 use crate::kernels::{self, fill, Direction};
 use crate::restore::{check_device, saved_copy};
+use crate::schedule::Schedule;
 use crate::{cpu, Distribution, Error, Gpu, Params, Result};
 
 /// The settings of a direction-based estimator, each stored as given and checked at use.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Settings {
+    /// The finite-difference step of the current step (follows `h_schedule` when one is set).
     pub h: f32,
+    /// h as a function of the step counter ([`Sampler::h_schedule`]).
+    pub h_schedule: Option<Schedule>,
     pub n_samples: u32,
     pub formula: Formula,
     pub distribution: Distribution,
@@ -141,6 +145,7 @@ impl<K> Sampler<K> {
         Self {
             set: Settings {
                 h: 1e-3,
+                h_schedule: None,
                 n_samples: 1,
                 formula: Formula::Central,
                 distribution,
@@ -163,7 +168,30 @@ impl<K> Sampler<K> {
     #[must_use]
     pub fn h(mut self, h: f32) -> Self {
         self.set.h = h;
+        self.set.h_schedule = None;
         self
+    }
+
+    /// h as a function of the optimiser step k (1, 2, …): step k uses h = `schedule.value(k)`
+    /// for all its evaluations, so every call within a step (line searches, Newton-CG, the fused
+    /// MeZO restore) moves by the same h. Spall's perturbation sizes are
+    /// [`Schedule::spall_h`] (c / k^0.101), with c from
+    /// [`Schedule::calibrate_spall_h`]. It replaces a constant [`h`](Sampler::h) (and a later
+    /// `h(..)` replaces it); checked at use like h. A checkpoint stores the schedule, and a
+    /// resumed run takes h from its step counter.
+    #[must_use]
+    pub fn h_schedule(mut self, schedule: Schedule) -> Self {
+        self.set.h_schedule = Some(schedule);
+        self.follow_h_schedule();
+        self
+    }
+
+    /// Sets h from the schedule for the current step counter (step 0, before the first
+    /// `pre_step`, takes the first step's value).
+    fn follow_h_schedule(&mut self) {
+        if let Some(schedule) = self.set.h_schedule {
+            self.set.h = schedule.value(u64::from(self.step)) as f32;
+        }
     }
 
     /// The number of samples S (checked at use: ≥ 1).
@@ -240,6 +268,13 @@ impl<K> Sampler<K> {
         self.set.seed
     }
 
+    /// The finite-difference step h the current step uses: the constant [`h`](Sampler::h), or
+    /// the [`h_schedule`](Sampler::h_schedule)'s value at the step counter.
+    #[must_use]
+    pub fn current_h(&self) -> f32 {
+        self.set.h
+    }
+
     /// The step counter (0 until the first [`pre_step`](GradApproximator::pre_step)).
     #[must_use]
     pub fn current_step(&self) -> u32 {
@@ -282,6 +317,11 @@ impl<K> Sampler<K> {
     ) -> Result<Vec<Direction>> {
         let (gpu, params) = (call.gpu, &*call.params);
         if uses_h {
+            if let Some(schedule) = &self.set.h_schedule {
+                schedule
+                    .validate()
+                    .map_err(|e| Error::invalid(format!("h_schedule: {e}")))?;
+            }
             check_h(self.set.h)?;
         }
         check_samples(self.set.n_samples)?;
@@ -338,8 +378,13 @@ impl<K> Sampler<K> {
 fn config_of<K: Kind>(s: &Sampler<K>) -> serde_json::Value {
     {
         let d = &s.set;
+        // A scheduled h changes every step: the schedule is the setting, not today's value.
+        let h = match d.h_schedule {
+            Some(schedule) => serde_json::json!(format!("{schedule:?}")),
+            None => serde_json::json!(d.h),
+        };
         let mut m = serde_json::json!({
-            "h": d.h,
+            "h": h,
             "n_samples": d.n_samples,
             "formula": format!("{:?}", d.formula),
             "distribution": format!("{:?}", d.distribution),
@@ -383,6 +428,7 @@ impl<K: Kind> GradApproximator for Sampler<K> {
         self.undo = Some((self.step, self.calls));
         self.step = self.step.wrapping_add(1);
         self.calls = 0;
+        self.follow_h_schedule();
     }
 
     /// Back to the step and call counters before the last `pre_step`. The stored directions of
@@ -394,6 +440,7 @@ impl<K: Kind> GradApproximator for Sampler<K> {
         if let Some((step, calls)) = self.undo.take() {
             self.step = step;
             self.calls = calls;
+            self.follow_h_schedule();
         }
     }
 
@@ -481,6 +528,7 @@ impl<K: Kind> GradApproximator for Sampler<K> {
         self.step = step;
         self.calls = calls;
         self.undo = undo;
+        self.follow_h_schedule();
         Ok(())
     }
 

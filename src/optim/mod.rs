@@ -63,11 +63,11 @@ mod newton_cg;
 mod run;
 mod schedule;
 
+pub use crate::schedule::Schedule;
 pub use backtracking::Backtracking;
 pub use modules::{Adam, ClipNorm, EmaInit, HeavyBall, Lr, Sign, WeightDecay};
 pub use newton_cg::{Hvp, NewtonCg};
 pub use run::{Control, Run, Stop, Summary};
-pub use schedule::Schedule;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
