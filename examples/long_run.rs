@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use zograd::approx::Spsa;
 use zograd::optim::{Adam, Control, Lr, Optimizer};
 use zograd::{Gpu, Params};
@@ -34,20 +35,29 @@ fn main() -> zograd::Result<()> {
         opt.load(&opt_file)?;
         println!("resumed at step {}", opt.steps());
     }
+    // A progress bar over the planned steps, with the current loss (a checkpoint every 100).
+    let max_steps = 2_000u64;
+    let bar = ProgressBar::new(max_steps).with_position(opt.steps());
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] step {pos}/{len}, {msg}")
+            .map_err(|e| zograd::Error::InvalidArgument(format!("progress template: {e}")))?,
+    );
     let summary = opt
         .run()
-        .max_steps(2_000)
+        .max_steps(max_steps)
         .max_evaluations(20_000)
         .time_limit(Duration::from_secs(600))
         .patience(200, 1e-3)
         .checkpoint_every(100, &opt_file, &x_file)
         .observe(|r| {
-            if r.step % 100 == 0 {
-                println!("step {:5}: f ≈ {:?}", r.step, r.loss_approx);
+            bar.set_position(r.step);
+            if let Some(f) = r.loss_approx {
+                bar.set_message(format!("f ≈ {f:.4}"));
             }
             Control::Continue
         })
         .until_done(&mut x, &mut loss)?;
+    bar.finish();
     println!(
         "stopped: {:?} after {} steps, {} evaluations, {:.1?}; best {:?}",
         summary.stop, summary.steps, summary.evaluations, summary.elapsed, summary.best
