@@ -178,7 +178,7 @@ impl Fdm {
                     let (i, j) = (p / m, p % m);
                     row[j] = f64::from(check_value(v, allow, || element_point(offsets[j], i))?);
                     if j + 1 == m {
-                        g[i] = formula.combine(f0.map(f64::from), &row, h) as f32;
+                        g[i] = formula.combine(f0.map(f64::from), &row, h)? as f32;
                         last_row.copy_from_slice(&row);
                     }
                 }
@@ -196,7 +196,7 @@ impl Fdm {
                     row[j] = f64::from(check_value(v, allow, || element_point(k, i))?);
                 }
                 guard.home()?;
-                g[i] = formula.combine(f0.map(f64::from), &row, h) as f32;
+                g[i] = formula.combine(f0.map(f64::from), &row, h)? as f32;
                 last_row.copy_from_slice(&row);
             }
         }

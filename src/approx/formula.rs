@@ -234,21 +234,11 @@ impl Formula {
     /// D from f₀ (ignored unless [`uses_f0`](Formula::uses_f0)) and the values at
     /// [`offsets`](Formula::offsets), in f64: `(f0_weight·f₀ + Σ weight_k·f_k) / (denominator·h)`.
     ///
-    /// Arguments that do not fit the formula (`values.len()` other than the number of offsets,
-    /// `f0 = None` for a formula that uses it, or `h` not finite and positive) give NaN; [`try_combine`](Formula::try_combine)
-    /// reports them as [`Error::InvalidArgument`] instead.
-    #[must_use]
-    pub fn combine(self, f0: Option<f64>, values: &[f64], h: f64) -> f64 {
-        self.try_combine(f0, values, h).unwrap_or(f64::NAN)
-    }
-
-    /// [`combine`](Formula::combine), checking its arguments.
-    ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming `values` when it does not hold one value per offset,
     /// or `f0` when the formula uses f₀ and it is `None`, or `h` when it is not finite and
     /// positive.
-    pub fn try_combine(self, f0: Option<f64>, values: &[f64], h: f64) -> Result<f64, Error> {
+    pub fn combine(self, f0: Option<f64>, values: &[f64], h: f64) -> Result<f64, Error> {
         if !(h.is_finite() && h > 0.0) {
             return Err(Error::invalid(format!(
                 "h: must be finite and positive, got {h}"

@@ -147,8 +147,8 @@ pub(crate) fn differences(
     let derivatives = samples
         .iter()
         .zip(&values)
-        .map(|(s, row)| formula.combine(f0.map(f64::from), row, h) * s.post)
-        .collect();
+        .map(|(s, row)| Ok(formula.combine(f0.map(f64::from), row, h)? * s.post))
+        .collect::<Result<Vec<f64>>>()?;
     let loss_approx = match f0 {
         Some(v) => Some(v),
         None => values.last().map(|row| row[formula.approx_point()] as f32),
