@@ -19,6 +19,8 @@ struct Launch {
     out_offset: u32,    // reductions: first partial-sum slot of this chunk
     coef: vec4<f32>,    // the kernel's scalars: coef.x is the scale of perturb/axpy/scale/fill
     coef2: vec4<f32>,   // more scalars (Adam's bias corrections)
+    shift: vec4<u32>,   // per storage binding 1, 2, 3, 4: index of the range's element 0 in
+                        // the bound range (ranges that start off the storage offset alignment)
 }
 
 @group(0) @binding(0) var<uniform> launch: Launch;
@@ -47,7 +49,8 @@ fn add4(p: u32, r: u32, v: vec4<f32>) {
     for (var e = 0u; e < 4u; e = e + 1u) {
         let q = p + e;
         if (q >= r && q - r < launch.len) {
-            dst[q - r] = dst[q - r] + v[e];
+            let j = launch.shift.x + q - r;
+            dst[j] = dst[j] + v[e];
         }
     }
 }

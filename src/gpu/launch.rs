@@ -9,7 +9,7 @@ use super::kernel::Kernel;
 use crate::{Error, Result};
 
 /// Bytes of [`Launch`] (the WGSL `Launch` struct in `shaders/common.wgsl`).
-pub(crate) const LAUNCH_BYTES: u64 = 80;
+pub(crate) const LAUNCH_BYTES: u64 = 96;
 
 /// The per-chunk launch uniform; mirrors `struct Launch` in `shaders/common.wgsl`.
 #[repr(C)]
@@ -33,6 +33,10 @@ pub(crate) struct Launch {
     /// multiplier of the accumulated buffer in accumulate.
     pub coef: [f32; 4],
     pub coef2: [f32; 4],
+    /// Per storage binding (binding 1 + k), the element its range starts at inside the bound
+    /// range: a range that starts at an element the adapter's storage offset alignment does not
+    /// allow is bound from the aligned offset below it and the kernel adds the shift.
+    pub shift: [u32; 4],
 }
 
 const _: () = assert!(std::mem::size_of::<Launch>() as u64 == LAUNCH_BYTES);
