@@ -115,7 +115,8 @@ impl Params {
     /// Adopts existing f32 storage buffers, without copying; element order follows `buffers`.
     ///
     /// Each buffer needs `STORAGE` usage and a size that is a positive multiple of 4 bytes;
-    /// [`Params::to_vec`] also needs `COPY_SRC`. The buffers must belong to `gpu`'s device.
+    /// [`Params::to_vec`] also needs `COPY_SRC`. The buffers must belong to `gpu`'s device. For
+    /// parts of buffers, see [`Params::from_buffer_ranges`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the offending buffer.
@@ -157,14 +158,25 @@ impl Params {
     /// without `STORAGE` usage or whose size is not a multiple of 4 bytes.
     ///
     /// # Example
-    /// ```no_run
+    /// ```
     /// # fn main() -> zograd::Result<()> {
-    /// # let gpu = zograd::Gpu::new()?;
-    /// # let block: wgpu::Buffer = unimplemented!();
-    /// // Fit elements 1..7 of a 7-float parameter block; element 0 stays untouched.
-    /// let x = zograd::Params::from_buffer_ranges(&gpu, vec![(block.clone(), 1..7)])?;
-    /// assert_eq!(x.len(), 6);
-    /// assert_eq!(x.buffer_starts(), &[1]);
+    /// let gpu = zograd::Gpu::new()?;
+    /// // A simulation's parameter block of 7 floats, read by its shaders as a uniform.
+    /// let block = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+    ///     label: Some("sim params"),
+    ///     size: 7 * 4,
+    ///     usage: wgpu::BufferUsages::UNIFORM
+    ///         | wgpu::BufferUsages::STORAGE
+    ///         | wgpu::BufferUsages::COPY_SRC
+    ///         | wgpu::BufferUsages::COPY_DST,
+    ///     mapped_at_creation: false,
+    /// });
+    /// // Fit elements 1..7; element 0 (say, the time step) stays untouched.
+    /// let mut x = zograd::Params::from_buffer_ranges(&gpu, vec![(block.clone(), 1..7)])?;
+    /// assert_eq!((x.len(), x.buffer_starts()), (6, &[1u64][..]));
+    /// x.write(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+    /// zograd::kernels::scale(&mut x, 2.0)?;
+    /// assert_eq!(gpu.read_f32s(&block, 0, 7)?, vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
     /// # Ok(()) }
     /// ```
     pub fn from_buffer_ranges(gpu: &Gpu, ranges: Vec<(wgpu::Buffer, Range<u64>)>) -> Result<Self> {
