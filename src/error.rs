@@ -34,7 +34,10 @@ pub enum Error {
     /// The user's objective returned an error; the parameters were restored first.
     #[error("the objective failed: {0}")]
     Objective(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
-    /// wgpu reported a validation error.
+    /// wgpu reported a validation error: in zograd's own work, or in the objective's GPU work
+    /// during a loss evaluation (every objective call runs inside error scopes, also on a
+    /// device adopted with [`Gpu::from_wgpu`](crate::Gpu::from_wgpu)); the parameters are
+    /// restored.
     #[error("wgpu validation error: {0}")]
     Validation(String),
     /// wgpu ran out of memory.

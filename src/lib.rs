@@ -25,7 +25,18 @@ pub use gpu::context::Gpu;
 pub use objective::{Coordinate, LossValue, Objective};
 pub use params::{Params, Scales};
 pub use rng::Distribution;
-pub use shader_objective::{Binding, ShaderObjective};
+pub use shader_objective::{Binding, ShaderObjective, Step};
+
+/// The wgpu zograd is built against, re-exported so that an embedding application names the
+/// same types zograd's API takes (`zograd::wgpu::Device`, `zograd::wgpu::Buffer`, …).
+///
+/// Version policy: each zograd minor version is built against one wgpu major version, and a
+/// new wgpu major version means a new zograd minor version. zograd 0.1 ↔ wgpu 30. An
+/// application that creates its device with another wgpu major version gets a type mismatch
+/// at compile time (E0308: "expected `wgpu::Device`, found `wgpu::Device`" … "distinct
+/// types"; see [`Gpu::from_wgpu`]); depend on the matching wgpu, or use this re-export instead
+/// of a direct dependency.
+pub use wgpu;
 
 #[cfg(test)]
 mod tests {

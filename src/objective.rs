@@ -106,6 +106,45 @@ pub trait Objective {
     }
 }
 
+/// The one way zograd calls an objective: each call runs inside validation and out-of-memory
+/// error scopes on the parameters' device ([`Gpu::scoped`](crate::Gpu::scoped)), so that an error in the user's own
+/// GPU work inside the loss comes back as [`Error::Validation`] / [`Error::OutOfMemory`] (the
+/// caller's restore guard then puts x back) instead of reaching wgpu's default handler, which
+/// panics on a device adopted with [`Gpu::from_wgpu`](crate::Gpu::from_wgpu). Scopes are per thread in wgpu: work the
+/// objective submits from another thread is not covered. An error the scopes caught wins over
+/// the call's own result (the value of a loss whose GPU work failed means nothing).
+impl dyn Objective + '_ {
+    /// [`Objective::loss`] inside error scopes.
+    pub(crate) fn scoped_loss(&mut self, params: &Params) -> Result<f32> {
+        params.gpu().scoped(|| self.loss(params))
+    }
+
+    /// [`Objective::loss_batch`] inside error scopes.
+    pub(crate) fn scoped_loss_batch(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+    ) -> Result<Vec<f32>> {
+        let gpu = params.gpu().clone();
+        gpu.scoped(|| self.loss_batch(params, points))
+    }
+
+    /// [`Objective::loss_batch_coords`] inside error scopes.
+    pub(crate) fn scoped_loss_batch_coords(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+    ) -> Result<Vec<f32>> {
+        let gpu = params.gpu().clone();
+        gpu.scoped(|| self.loss_batch_coords(params, points))
+    }
+
+    /// [`Objective::jvp`] inside error scopes.
+    pub(crate) fn scoped_jvp(&mut self, params: &Params, dir: &Direction) -> Result<f32> {
+        params.gpu().scoped(|| self.jvp(params, dir))
+    }
+}
+
 /// A point of [`Objective::loss_batch_coords`]: the parameters with element `index` (global
 /// order) set to `value`; `original` is the element's current value.
 #[derive(Clone, Copy, Debug, PartialEq)]

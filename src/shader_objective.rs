@@ -4,10 +4,10 @@
 use std::fmt;
 
 use crate::gpu::buffers::{check_usage, Use};
-use crate::gpu::program::Program;
+use crate::gpu::program::{run_steps_and_read, Program};
 use crate::{Error, Gpu, Objective, Params, Result};
 
-pub use crate::gpu::program::Binding;
+pub use crate::gpu::program::{Binding, Step};
 
 /// A loss computed by the user's WGSL: one or more compute passes (entry points of one module,
 /// each with its workgroup count) over bound buffers — the parameter buffers among them — that
@@ -38,18 +38,34 @@ pub use crate::gpu::program::Binding;
 /// assert_eq!(loss.loss(&x)?, 25.0);
 /// # Ok(()) }
 /// ```
+///
+/// A simulation that already has its own pipelines (and alternates source and destination
+/// buffers between frames) uses [`from_steps`](ShaderObjective::from_steps) instead: its WGSL,
+/// layouts and bind groups stay as they are.
 pub struct ShaderObjective {
     gpu: Gpu,
-    program: Program<[u32; 3]>,
+    work: Work,
     output: wgpu::Buffer,
     offset: u64,
     evaluations: u64,
 }
 
+/// What one evaluation runs.
+enum Work {
+    /// The passes of the WGSL given to [`ShaderObjective::new`].
+    Program(Program<[u32; 3]>),
+    /// The user's own steps, [`ShaderObjective::from_steps`].
+    Steps(Vec<Step>),
+}
+
 impl fmt::Debug for ShaderObjective {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let passes = match &self.work {
+            Work::Program(p) => p.passes(),
+            Work::Steps(s) => s.len(),
+        };
         f.debug_struct("ShaderObjective")
-            .field("passes", &self.program.passes())
+            .field("passes", &passes)
             .field("evaluations", &self.evaluations)
             .finish_non_exhaustive()
     }
@@ -87,7 +103,66 @@ impl ShaderObjective {
         )?;
         Ok(Self {
             gpu: gpu.clone(),
-            program,
+            work: Work::Program(program),
+            output: output.0.clone(),
+            offset: output.1,
+            evaluations: 0,
+        })
+    }
+
+    /// A loss computed by the user's own pipelines: `steps` (dispatches with their own bind
+    /// groups, and buffer copies) run in order in one submission, and the loss is the f32 at
+    /// byte `offset` of `output` (which needs `COPY_SRC`) after the last step, read back in the
+    /// same submission.
+    ///
+    /// This is the form for a simulation that owns its pipelines: reset the state with a
+    /// [`Step::copy`], run `k` frames with [`Step::dispatch`] — alternating the bind groups of
+    /// a ping-pong pair frame by frame — then a reduction against the target. The parameter
+    /// buffers the pipelines read must be those of the [`Params`] the estimators perturb (e.g.
+    /// adopted with [`Params::from_buffers`]). Errors of the recorded work (a bind group that
+    /// does not match its pipeline) are caught in error scopes and returned as
+    /// [`Error::Validation`] when the loss is evaluated.
+    ///
+    /// ```no_run
+    /// use zograd::{Gpu, Objective, Params, ShaderObjective, Step};
+    /// # fn main() -> zograd::Result<()> {
+    /// # let (device, queue): (zograd::wgpu::Device, zograd::wgpu::Queue) = todo!();
+    /// # let (initial, state_a, loss_out): (zograd::wgpu::Buffer, zograd::wgpu::Buffer,
+    /// #     zograd::wgpu::Buffer) = todo!();
+    /// # let (frame, reduce): (zograd::wgpu::ComputePipeline, zograd::wgpu::ComputePipeline) =
+    /// #     todo!();
+    /// # let (a_to_b, b_to_a, reduce_b): (zograd::wgpu::BindGroup, zograd::wgpu::BindGroup,
+    /// #     zograd::wgpu::BindGroup) = todo!();
+    /// # let params: Params = todo!();
+    /// let gpu = Gpu::from_wgpu(device, queue)?;
+    /// let mut steps = vec![Step::copy(&initial, &state_a)];
+    /// for f in 0..8 {
+    ///     let group = if f % 2 == 0 { &a_to_b } else { &b_to_a };
+    ///     steps.push(Step::dispatch(&frame, &[group], [16, 1, 1]));
+    /// }
+    /// steps.push(Step::dispatch(&reduce, &[&reduce_b], [1, 1, 1]));
+    /// let mut loss = ShaderObjective::from_steps(&gpu, steps, (&loss_out, 0))?;
+    /// let f = loss.loss(&params)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no steps, a dispatch past the device's
+    /// `max_compute_workgroups_per_dimension`, a copy that is unaligned, outside its buffers or
+    /// lacks `COPY_SRC`/`COPY_DST`, or an output without `COPY_SRC` or with `offset` not
+    /// 4-aligned inside it.
+    pub fn from_steps(gpu: &Gpu, steps: Vec<Step>, output: (&wgpu::Buffer, u64)) -> Result<Self> {
+        if steps.is_empty() {
+            return Err(Error::invalid("steps: at least one step is needed"));
+        }
+        for (k, step) in steps.iter().enumerate() {
+            step.check(k, gpu.limits())?;
+        }
+        check_usage(output.0, "output", Use::ReadBack)?;
+        check_offset(output.0, output.1)?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            work: Work::Steps(steps),
             output: output.0.clone(),
             offset: output.1,
             evaluations: 0,
@@ -116,20 +191,18 @@ impl ShaderObjective {
     /// # Errors
     /// Device errors.
     pub fn evaluate(&mut self) -> Result<f32> {
-        if !self.offset.is_multiple_of(4) || self.offset + 4 > self.output.size() {
-            return Err(Error::InvalidArgument(format!(
-                "offset: bytes {}..{} are not 4-aligned inside the buffer of {} bytes",
-                self.offset,
-                self.offset + 4,
-                self.output.size()
-            )));
-        }
+        check_offset(&self.output, self.offset)?;
         // The passes and the readback of the loss: one submission.
-        let out = self
-            .program
-            .run_and_read(&self.gpu, |g| g, (&self.output, self.offset, 1))?;
+        let out = match &self.work {
+            Work::Program(p) => {
+                p.run_and_read(&self.gpu, |g| g, (&self.output, self.offset, 1))?[0]
+            }
+            Work::Steps(steps) => {
+                run_steps_and_read(&self.gpu, steps, (&self.output, self.offset))?
+            }
+        };
         self.evaluations += 1;
-        Ok(out[0])
+        Ok(out)
     }
 
     /// Evaluations so far.
@@ -143,4 +216,16 @@ impl Objective for ShaderObjective {
     fn loss(&mut self, _params: &Params) -> Result<f32> {
         self.evaluate()
     }
+}
+
+/// Fails unless the f32 at byte `offset` lies 4-aligned inside `output`.
+fn check_offset(output: &wgpu::Buffer, offset: u64) -> Result<()> {
+    if !offset.is_multiple_of(4) || offset.checked_add(4).is_none_or(|end| end > output.size()) {
+        return Err(Error::InvalidArgument(format!(
+            "offset: bytes {offset}..{} are not 4-aligned inside the buffer of {} bytes",
+            offset.saturating_add(4),
+            output.size()
+        )));
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use zograd::approx::{MeZo, Spsa};
 use zograd::kernels::dot;
 use zograd::optim::{Lr, Optimizer};
+use zograd::wgpu;
 use zograd::{BatchObjective, Binding, Objective, Params, Workgroups};
 
 thread_local! {
@@ -233,4 +234,103 @@ fn optimiser_steps_create_nothing_and_wait_once_per_readback() {
     for line in report {
         println!("{line}");
     }
+}
+
+/// A closure that records its pass into an encoder and reads the loss with
+/// `Gpu::read_f32_after` costs ONE submission and one wait per evaluation (the same closure
+/// submitting its own work and then calling `read_f32s` costs two submissions), also inside an
+/// optimiser step, where each evaluation runs inside zograd's error scopes.
+#[test]
+fn recording_closures_submit_once_per_evaluation() {
+    let gpu = common::gpu();
+    let data = common::data(5, 257);
+    let mut x = Params::from_slices(&gpu, &[&data[..]]).unwrap();
+    let out = zograd::ShaderObjective::loss_buffer(&gpu, 1).unwrap();
+    let device = gpu.device();
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("sum of squares"),
+        source: wgpu::ShaderSource::Wgsl(
+            "@group(0) @binding(0) var<storage, read> x: array<f32>;
+            @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+            @compute @workgroup_size(1) fn main() {
+                var s = 0.0;
+                for (var i = 0u; i < arrayLength(&x); i++) { s += x[i] * x[i]; }
+                out[0] = s;
+            }"
+            .into(),
+        ),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("sum of squares"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: x.buffers()[0].as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: out.as_entire_binding(),
+            },
+        ],
+    });
+    let record = || {
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        encoder
+    };
+    let mut one = |_p: &Params| -> zograd::Result<f32> { gpu.read_f32_after(record(), &out, 0) };
+    let mut two = |_p: &Params| -> zograd::Result<f32> {
+        gpu.queue().submit([record().finish()]);
+        Ok(gpu.read_f32s(&out, 0, 1)?[0])
+    };
+    // The value: Σ x² in f64.
+    let want: f64 = data.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let got = f64::from(one.loss(&x).unwrap());
+    assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    assert_eq!(two.loss(&x).unwrap(), one.loss(&x).unwrap());
+    let evals = 6u32;
+    for (name, objective, per_eval) in [
+        ("read_f32_after", &mut one as &mut dyn Objective, 1),
+        ("submit + read_f32s", &mut two as &mut dyn Objective, 2),
+    ] {
+        let m = count(|| {
+            for _ in 0..evals {
+                objective.loss(&x).unwrap();
+            }
+        });
+        assert_nothing_created(&m, name);
+        assert_eq!(get(&m, "submit"), per_eval * evals, "{name}: {m:?}");
+        assert_eq!(get(&m, "poll_wait"), evals, "{name}: {m:?}");
+    }
+    // In a fused MeZO step (perturb, f₊, perturb, f₋, update): the two evaluations are one
+    // submission each, the three kernels one each.
+    let mut opt = Optimizer::new(&gpu, &x, MeZo::new().seed(1))
+        .unwrap()
+        .then(Lr::new(1e-3));
+    for _ in 0..2 {
+        opt.step(&mut x, &mut one).unwrap();
+    }
+    let steps = 4u32;
+    let m = count(|| {
+        for _ in 0..steps {
+            assert_eq!(opt.step(&mut x, &mut one).unwrap().evaluations, 2);
+        }
+    });
+    assert_nothing_created(&m, "MeZo fused, recording closure");
+    assert_eq!(get(&m, "submit"), 5 * steps, "{m:?}");
+    assert_eq!(get(&m, "poll_wait"), 2 * steps, "{m:?}");
 }

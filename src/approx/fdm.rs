@@ -173,7 +173,7 @@ impl Fdm {
                         original: x0[i],
                     }
                 }));
-                let values = objective.loss_batch_coords(params, &chunk)?;
+                let values = objective.scoped_loss_batch_coords(params, &chunk)?;
                 check_batch_len("loss_batch_coords", values.len(), chunk.len())?;
                 evaluations = evaluations.saturating_add(values.len() as u32);
                 for (p, v) in (start..end).zip(values) {
@@ -193,7 +193,7 @@ impl Fdm {
                 for (j, &k) in offsets.iter().enumerate() {
                     let back = Move::Write(index, x0[i]);
                     guard.away(Move::Write(index, point(i, k)), back)?;
-                    let v = objective.loss(guard.params())?;
+                    let v = objective.scoped_loss(guard.params())?;
                     evaluations = evaluations.saturating_add(1);
                     row[j] = f64::from(check_value(v, allow, || element_point(k, i))?);
                 }

@@ -185,7 +185,7 @@ impl Kind for ForwardKind {
         let (estimate, derivatives) = if user {
             let mut d = Vec::with_capacity(dirs.len());
             for dir in &dirs {
-                let v = call.objective.jvp(call.params, dir)?;
+                let v = call.objective.scoped_jvp(call.params, dir)?;
                 d.push(f64::from(check_value(v, s.set.allow_non_finite, || {
                     format!("the objective's jvp along sample {}", dir.sample)
                 })?));

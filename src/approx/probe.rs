@@ -99,7 +99,7 @@ pub(crate) fn differences(
                 offsets.iter().map(move |k| (dir, *k as f32 * s.unit))
             })
             .collect();
-        let result = objective.loss_batch(guard.params(), &points);
+        let result = objective.scoped_loss_batch(guard.params(), &points);
         guard.finish()?;
         let flat = result?;
         check_batch_len("loss_batch", flat.len(), points.len())?;
@@ -132,7 +132,7 @@ pub(crate) fn differences(
                     guard.away(sample.along.by((k - at) as f32 * sample.unit), back)?;
                     at = k;
                 }
-                let v = objective.loss(guard.params())?;
+                let v = objective.scoped_loss(guard.params())?;
                 evaluations = evaluations.saturating_add(1);
                 row.push(f64::from(check_value(v, allow, || point_name(k, s))?));
             }
@@ -181,7 +181,7 @@ pub(crate) fn unperturbed_loss(
     }
     let (v, evaluations, what) = match known_f0 {
         Some(v) => (v, 0, "the given loss f(x)"),
-        None => (objective.loss(params)?, 1, "f(x) (unperturbed)"),
+        None => (objective.scoped_loss(params)?, 1, "f(x) (unperturbed)"),
     };
     Ok((Some(check_value(v, allow, || what.into())?), evaluations))
 }

@@ -445,7 +445,7 @@ impl BindCache {
         // The reduction and the readback of its partial sums: one submission.
         let encoder = r.sets[pos].1.encode(gpu, Kernel::Dot, &launches)?;
         let mut partial = Vec::with_capacity(2 * total as usize);
-        gpu.read_f32_after(Some(encoder), &r.partials, 0, 2 * total, &mut partial)?;
+        gpu.read_into_after(Some(encoder), &r.partials, 0, 2 * total, &mut partial)?;
         Ok(partial
             .chunks_exact(2)
             .map(|p| f64::from(p[0]) * 2f64.powi(p[1] as i32))

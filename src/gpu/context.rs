@@ -109,16 +109,67 @@ impl Gpu {
     /// own pipelines). zograd uses only the limits the device was created with.
     ///
     /// zograd installs no error or device-lost handler on an adopted device; errors inside
-    /// zograd's calls are still caught with error scopes and returned. Buffers given to
+    /// zograd's calls — the objective's calls included, so a validation error in the caller's
+    /// own GPU work inside a loss — are still caught with error scopes and returned as
+    /// [`Error::Validation`] with the parameters restored. To have a lost device reported as
+    /// [`Error::DeviceLost`] by the next zograd call, opt in with
+    /// [`watch_device_loss`](Gpu::watch_device_loss). Buffers given to
     /// [`Params::from_buffers`](crate::Params::from_buffers) must come from this device: a buffer
     /// of a device of *another* `wgpu::Instance` cannot be detected by wgpu-core (its id lookup
     /// panics), while one of another device of the same instance is reported as an error.
+    ///
+    /// # wgpu versions
+    /// `device` and `queue` are types of the wgpu zograd is built against, re-exported as
+    /// [`zograd::wgpu`](crate::wgpu): zograd 0.1 ↔ wgpu 30 (each zograd minor version follows
+    /// one wgpu major version). A device of another wgpu version is another type, and the call
+    /// does not compile: error E0308, "expected `wgpu::Device`, found `wgpu::Device`", with the
+    /// note that the two "have similar names, but are actually distinct types" (rustc adds that
+    /// two versions of crate `wgpu` are in the dependency graph). The mismatch, shown with a
+    /// stand-in type:
+    ///
+    /// ```compile_fail,E0308
+    /// // Stands in for `wgpu::Device` of another wgpu major version: a distinct type.
+    /// mod other_wgpu { pub struct Device; pub struct Queue; }
+    /// let _ = zograd::Gpu::from_wgpu(other_wgpu::Device, other_wgpu::Queue);
+    /// ```
+    ///
+    /// With the matching version (or [`zograd::wgpu`](crate::wgpu) itself) it compiles:
+    ///
+    /// ```no_run
+    /// use zograd::wgpu;
+    /// # fn main() -> zograd::Result<()> {
+    /// let instance = wgpu::Instance::default();
+    /// let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+    ///     .expect("an adapter");
+    /// let (device, queue) =
+    ///     pollster::block_on(adapter.request_device(&Default::default()))?;
+    /// let gpu = zograd::Gpu::from_wgpu(device, queue)?.watch_device_loss();
+    /// # let _ = gpu;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`Error::Unsupported`] when the device's limits are too small for zograd's kernels
     /// (fewer than 256 invocations per workgroup or 4 KiB of workgroup memory).
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         Self::build(device, queue, false)
+    }
+
+    /// Installs zograd's device-lost handling on this device (opt-in for a device adopted with
+    /// [`from_wgpu`](Gpu::from_wgpu); [`Gpu::new`] devices have it already): once the device
+    /// is lost (driver reset, `device.destroy()`), every later zograd call fails with
+    /// [`Error::DeviceLost`] instead of failing in whatever way the dead device's next
+    /// operation does. wgpu keeps one device-lost callback per device: this replaces a callback
+    /// the application installed before, and one it installs afterwards replaces zograd's.
+    #[must_use]
+    pub fn watch_device_loss(self) -> Self {
+        let lost = Arc::clone(&self.inner.lost);
+        self.inner
+            .device
+            .set_device_lost_callback(move |reason, msg| {
+                *lock(&lost) = Some(format!("{reason:?}: {msg}"));
+            });
+        self
     }
 
     fn build(device: wgpu::Device, queue: wgpu::Queue, owned: bool) -> Result<Self> {

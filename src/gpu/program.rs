@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 use super::context::{Gpu, TrackedBuffer};
 use super::launch::Slots;
 use super::pipelines::storage_entry;
-use crate::Result;
+use crate::{Error, Result};
 
 /// How a buffer is bound for a [`ShaderObjective`](crate::ShaderObjective) (or a
 /// [`BatchObjective`](crate::BatchObjective)), in binding order 0, 1, 2, … of group 0.
@@ -22,6 +22,174 @@ pub enum Binding<'a> {
     Read(&'a wgpu::Buffer),
     /// `var<storage, read_write>`: scratch and the loss output.
     ReadWrite(&'a wgpu::Buffer),
+}
+
+/// One step of a [`ShaderObjective`](crate::ShaderObjective) built from the user's own
+/// pipelines ([`ShaderObjective::from_steps`](crate::ShaderObjective::from_steps)): a dispatch
+/// of a compute pipeline with its bind groups, or a buffer copy (to reset a simulation's state
+/// before its frames). The handles are wgpu's own (clones are cheap); the pipelines keep the
+/// user's WGSL and layouts unchanged.
+///
+/// A ping-pong simulation of `k` frames is `[copy(initial → a), dispatch(step, [a→b]),
+/// dispatch(step, [b→a]), …, dispatch(reduce)]`: each dispatch gets its own bind groups.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Step {
+    /// `dispatch_workgroups(workgroups)` of `pipeline` with `bind_groups[k]` at group `k`.
+    Dispatch {
+        /// The user's compute pipeline.
+        pipeline: wgpu::ComputePipeline,
+        /// The bind groups, group 0 first.
+        bind_groups: Vec<wgpu::BindGroup>,
+        /// Workgroups in x, y, z.
+        workgroups: [u32; 3],
+    },
+    /// `copy_buffer_to_buffer`: `bytes` bytes from byte `from_offset` of `from` (which needs
+    /// `COPY_SRC`) to byte `to_offset` of `to` (which needs `COPY_DST`).
+    Copy {
+        /// The source buffer.
+        from: wgpu::Buffer,
+        /// Byte offset in `from` (a multiple of 4).
+        from_offset: u64,
+        /// The destination buffer.
+        to: wgpu::Buffer,
+        /// Byte offset in `to` (a multiple of 4).
+        to_offset: u64,
+        /// Bytes to copy (a multiple of 4).
+        bytes: u64,
+    },
+}
+
+impl Step {
+    /// A dispatch of `pipeline` with `bind_groups[k]` bound at group `k`.
+    #[must_use]
+    pub fn dispatch(
+        pipeline: &wgpu::ComputePipeline,
+        bind_groups: &[&wgpu::BindGroup],
+        workgroups: [u32; 3],
+    ) -> Self {
+        Self::Dispatch {
+            pipeline: pipeline.clone(),
+            bind_groups: bind_groups.iter().map(|g| (*g).clone()).collect(),
+            workgroups,
+        }
+    }
+
+    /// A copy of the whole of `from` to the start of `to` (the size of `from`).
+    #[must_use]
+    pub fn copy(from: &wgpu::Buffer, to: &wgpu::Buffer) -> Self {
+        Self::Copy {
+            from: from.clone(),
+            from_offset: 0,
+            to: to.clone(),
+            to_offset: 0,
+            bytes: from.size(),
+        }
+    }
+
+    /// Fails unless the step can be recorded on a device with `limits`: workgroups within
+    /// `max_compute_workgroups_per_dimension`; copies 4-aligned, inside both buffers, with
+    /// `COPY_SRC` on the source and `COPY_DST` on the destination. `k` names the step.
+    pub(crate) fn check(&self, k: usize, limits: &wgpu::Limits) -> Result<()> {
+        match self {
+            Self::Dispatch { workgroups, .. } => {
+                let max = limits.max_compute_workgroups_per_dimension;
+                if workgroups.iter().any(|&w| w > max) {
+                    return Err(Error::invalid(format!(
+                        "steps: step {k} dispatches {workgroups:?} workgroups, past the \
+                         device's max_compute_workgroups_per_dimension of {max}"
+                    )));
+                }
+            }
+            Self::Copy {
+                from,
+                from_offset,
+                to,
+                to_offset,
+                bytes,
+            } => {
+                if !from.usage().contains(wgpu::BufferUsages::COPY_SRC)
+                    || !to.usage().contains(wgpu::BufferUsages::COPY_DST)
+                {
+                    return Err(Error::invalid(format!(
+                        "steps: step {k} copies from a buffer with usage {:?} to one with usage \
+                         {:?}; the source needs COPY_SRC and the destination COPY_DST",
+                        from.usage(),
+                        to.usage()
+                    )));
+                }
+                let inside = |offset: u64, size: u64| {
+                    offset.checked_add(*bytes).is_some_and(|end| end <= size)
+                };
+                if (from_offset | to_offset | bytes) % 4 != 0
+                    || !inside(*from_offset, from.size())
+                    || !inside(*to_offset, to.size())
+                {
+                    return Err(Error::invalid(format!(
+                        "steps: step {k} copies {bytes} bytes from byte {from_offset} of a \
+                         buffer of {} bytes to byte {to_offset} of a buffer of {} bytes; \
+                         offsets and size must be multiples of 4 and inside the buffers",
+                        from.size(),
+                        to.size()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records `steps` into one encoder (consecutive dispatches share one compute pass) and reads
+/// the f32 at byte `offset` of `output` back in the same submission. Waits for the GPU.
+pub(crate) fn run_steps_and_read(
+    gpu: &Gpu,
+    steps: &[Step],
+    (output, offset): (&wgpu::Buffer, u64),
+) -> Result<f32> {
+    let encoder = gpu.scoped(|| {
+        let mut encoder = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("zograd::ShaderObjective steps"),
+            });
+        let mut k = 0;
+        while k < steps.len() {
+            if let Step::Copy {
+                from,
+                from_offset,
+                to,
+                to_offset,
+                bytes,
+            } = &steps[k]
+            {
+                encoder.copy_buffer_to_buffer(from, *from_offset, to, *to_offset, *bytes);
+                k += 1;
+                continue;
+            }
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("zograd::ShaderObjective steps"),
+                timestamp_writes: None,
+            });
+            while let Some(Step::Dispatch {
+                pipeline,
+                bind_groups,
+                workgroups,
+            }) = steps.get(k)
+            {
+                pass.set_pipeline(pipeline);
+                for (g, group) in bind_groups.iter().enumerate() {
+                    pass.set_bind_group(g as u32, group, &[]);
+                }
+                let [x, y, z] = *workgroups;
+                pass.dispatch_workgroups(x, y, z);
+                k += 1;
+            }
+        }
+        Ok(encoder)
+    })?;
+    let mut out = Vec::with_capacity(1);
+    gpu.read_into_after(Some(encoder), output, offset, 1, &mut out)?;
+    Ok(out[0])
 }
 
 /// The uniform of one batch dispatch; mirrors `struct ZogradBatch` in `shaders/batch.wgsl`.
@@ -148,7 +316,7 @@ impl<G: Copy> Program<G> {
             Ok(encoder)
         })?;
         let mut out = Vec::with_capacity(count as usize);
-        gpu.read_f32_after(Some(encoder), output, offset, count, &mut out)?;
+        gpu.read_into_after(Some(encoder), output, offset, count, &mut out)?;
         Ok(out)
     }
 
@@ -191,7 +359,7 @@ impl<G: Copy> Program<G> {
             Ok(encoder)
         })?;
         let mut out = Vec::with_capacity(points.len());
-        gpu.read_f32_after(
+        gpu.read_into_after(
             Some(encoder),
             &buffers.losses,
             0,

@@ -46,7 +46,9 @@ impl Gpu {
 
     /// Reads `count` f32 values starting at byte `offset` of `buffer` (which needs `COPY_SRC`),
     /// through a reused staging buffer: the one readback a user's loss closure needs after its
-    /// own shaders wrote the loss. Waits for the GPU (submitted work included).
+    /// own shaders wrote the loss (a closure that records its shaders into an encoder instead
+    /// of submitting them saves a submission with [`read_f32_after`](Gpu::read_f32_after)).
+    /// Waits for the GPU (submitted work included).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a range outside the buffer, an unaligned offset or a buffer
@@ -61,23 +63,60 @@ impl Gpu {
     /// # Ok(()) }
     /// ```
     pub fn read_f32s(&self, buffer: &wgpu::Buffer, offset: u64, count: u64) -> Result<Vec<f32>> {
-        if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-            return Err(Error::InvalidArgument(format!(
-                "buffer: usage {:?} lacks COPY_SRC, needed to read it back",
-                buffer.usage()
-            )));
-        }
-        let end = count.checked_mul(4).and_then(|b| offset.checked_add(b));
-        if !offset.is_multiple_of(4) || end.is_none_or(|end| end > buffer.size()) {
-            return Err(Error::InvalidArgument(format!(
-                "offset: {count} f32 from byte {offset} are not 4-aligned inside the buffer of {} \
-                 bytes",
-                buffer.size()
-            )));
-        }
+        check_read(buffer, offset, count)?;
         let mut out = Vec::with_capacity(count as usize);
         self.read_f32(buffer, offset, count, &mut out)?;
         Ok(out)
+    }
+
+    /// Submits the work the caller recorded into `encoder` together with the readback of the
+    /// f32 at byte `offset` of `buffer` (which needs `COPY_SRC`), and returns it: ONE submission
+    /// and one wait for a loss closure's own passes and its scalar, where
+    /// `queue.submit` + [`read_f32s`](Gpu::read_f32s) take two. Waits for the GPU.
+    ///
+    /// wgpu reports a mistake in the recorded work (a bind group that does not match its
+    /// pipeline, a buffer of another device) when the encoder is finished; this finishes and
+    /// submits it inside validation and out-of-memory error scopes, so the mistake is an
+    /// [`Error::Validation`], not a panic, also on a device adopted with
+    /// [`Gpu::from_wgpu`]. `encoder` must come from this `Gpu`'s [`device`](Gpu::device).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an offset that is not 4-aligned or not inside the buffer,
+    /// or a buffer without `COPY_SRC` (the encoder is then dropped, its work not submitted);
+    /// device errors.
+    ///
+    /// # Example
+    /// A closure loss that records its own pass and reads the loss in the same submission:
+    /// ```no_run
+    /// use zograd::{Gpu, Params};
+    /// # fn main() -> zograd::Result<()> {
+    /// let gpu = Gpu::new()?;
+    /// # let out = zograd::ShaderObjective::loss_buffer(&gpu, 1)?;
+    /// # let (pipeline, bind_group): (zograd::wgpu::ComputePipeline, zograd::wgpu::BindGroup) =
+    /// #     todo!();
+    /// let mut loss = |_p: &Params| -> zograd::Result<f32> {
+    ///     let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    ///     {
+    ///         let mut pass = encoder.begin_compute_pass(&Default::default());
+    ///         pass.set_pipeline(&pipeline);
+    ///         pass.set_bind_group(0, &bind_group, &[]);
+    ///         pass.dispatch_workgroups(1, 1, 1);
+    ///     }
+    ///     gpu.read_f32_after(encoder, &out, 0)
+    /// };
+    /// # let _ = &mut loss;
+    /// # Ok(()) }
+    /// ```
+    pub fn read_f32_after(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<f32> {
+        check_read(buffer, offset, 1)?;
+        let mut out = Vec::with_capacity(1);
+        self.read_into_after(Some(encoder), buffer, offset, 1, &mut out)?;
+        Ok(out[0])
     }
 
     /// Reads `len` f32 values starting at byte `offset` of `src` (which needs COPY_SRC) and
@@ -89,13 +128,13 @@ impl Gpu {
         len: u64,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        self.read_f32_after(None, src, offset, len, out)
+        self.read_into_after(None, src, offset, len, out)
     }
 
     /// [`read_f32`](Gpu::read_f32) with the first copy recorded into `encoder` (work the caller
     /// recorded but did not submit, e.g. the dispatch that wrote `src`): the work and the
     /// readback go to the GPU in one submission.
-    pub(crate) fn read_f32_after(
+    pub(crate) fn read_into_after(
         &self,
         mut encoder: Option<wgpu::CommandEncoder>,
         src: &wgpu::Buffer,
@@ -109,7 +148,12 @@ impl Gpu {
             let piece = (total - done).min(PIECE_BYTES);
             let staging = self.take_staging(piece)?;
             let result = self.read_piece(encoder.take(), src, offset + done, piece, &staging, out);
-            self.return_staging(staging);
+            // A failed read may leave the staging buffer mapped or with a map pending (a
+            // submission wgpu refused still runs map_async): drop it rather than hand it to
+            // the next read, whose submission would fail with "still mapped".
+            if result.is_ok() {
+                self.return_staging(staging);
+            }
             result?;
             done += piece;
         }
@@ -162,4 +206,24 @@ impl Gpu {
         staging.unmap();
         Ok(())
     }
+}
+
+/// Fails unless `count` f32 from byte `offset` of `buffer` can be read back: `COPY_SRC`, a
+/// 4-aligned offset, the range inside the buffer.
+fn check_read(buffer: &wgpu::Buffer, offset: u64, count: u64) -> Result<()> {
+    if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+        return Err(Error::InvalidArgument(format!(
+            "buffer: usage {:?} lacks COPY_SRC, needed to read it back",
+            buffer.usage()
+        )));
+    }
+    let end = count.checked_mul(4).and_then(|b| offset.checked_add(b));
+    if !offset.is_multiple_of(4) || end.is_none_or(|end| end > buffer.size()) {
+        return Err(Error::InvalidArgument(format!(
+            "offset: {count} f32 from byte {offset} are not 4-aligned inside the buffer of {} \
+             bytes",
+            buffer.size()
+        )));
+    }
+    Ok(())
 }

@@ -176,7 +176,7 @@ impl Gpu {
         // The reduction and the readback of its partial sums: one submission.
         let encoder = scratch.slots.encode(self, Kernel::SphereSumsq, &items)?;
         let mut partial = Vec::with_capacity(offset as usize);
-        self.read_f32_after(Some(encoder), &scratch.partials, 0, offset, &mut partial)?;
+        self.read_into_after(Some(encoder), &scratch.partials, 0, offset, &mut partial)?;
         let mut sums = vec![0.0f64; samples.len()];
         for (v, k) in partial.iter().zip(owner) {
             sums[k] += f64::from(*v);

@@ -197,9 +197,14 @@ pub trait Transform: Send + fmt::Debug {
 /// What one [`Optimizer::step`] did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepReport {
-    /// f(x) before the step, when the step evaluated it (formulas that use f₀, line searches).
+    /// f(x) at the step's start point, when the step evaluated it: formulas that use f₀, line
+    /// searches, or [`Optimizer::measure_loss`]. `None` for a central estimate without any of
+    /// these (it never evaluates f at x itself).
     pub loss: Option<f32>,
-    /// An approximation of f(x) before the step (f₀ if known, else a perturbed value).
+    /// An approximation of f(x) before the step: [`loss`](StepReport::loss) when known, else
+    /// the loss at one of the estimate's perturbed points (for a central difference f(x + h·u)
+    /// of the last sample, which can be far from f(x) while h or the curvature is large). For
+    /// logging f(x) itself, turn on [`Optimizer::measure_loss`].
     pub loss_approx: Option<f32>,
     /// Objective evaluations the step made.
     pub evaluations: u32,
@@ -225,6 +230,8 @@ pub struct Optimizer {
     pre_stepped: bool,
     /// Modules checkpointed in the running step, in order.
     checkpointed: Vec<usize>,
+    /// Whether each step evaluates f(x) at its start point ([`Optimizer::measure_loss`]).
+    measure_loss: bool,
 }
 
 impl fmt::Debug for Optimizer {
@@ -262,7 +269,21 @@ impl Optimizer {
             checkpoints: true,
             pre_stepped: false,
             checkpointed: Vec::new(),
+            measure_loss: false,
         })
+    }
+
+    /// Whether each step first evaluates f(x) at its start point, for logging (default false):
+    /// [`StepReport::loss`] and [`StepReport::loss_approx`] are then that value, and
+    /// [`StepReport::evaluations`] counts it. It costs one evaluation per step, except that an
+    /// unfused estimator whose formula uses f₀ (a forward or backward difference) takes the
+    /// measured value instead of evaluating f₀ itself, and a line search reuses it. The
+    /// measured value is checked like the estimator's own f₀ (its `allow_non_finite` setting)
+    /// on the unfused path; the fused MeZO step reports it as measured.
+    #[must_use]
+    pub fn measure_loss(mut self, measure: bool) -> Self {
+        self.measure_loss = measure;
+        self
     }
 
     /// Whether to use the fused MeZO step when the chain allows it (default true). `false`
@@ -426,20 +447,40 @@ impl Optimizer {
         target: Target,
     ) -> Result<StepReport> {
         let step = self.step + 1;
+        let measured = if self.measure_loss {
+            Some(objective.scoped_loss(params)?)
+        } else {
+            None
+        };
+        let counted = u32::from(measured.is_some());
         if let Some((beta, alpha)) = self.fusion() {
             self.approximator.pre_step();
             self.pre_stepped = true;
-            let est =
+            let mut est =
                 self.approximator
                     .fused_step(&self.gpu, params, objective, 1.0 - beta, alpha)?;
-            return Ok(report(&est, est.loss, est.evaluations, step));
+            if measured.is_some() {
+                est.loss_approx = measured;
+            }
+            let evaluations = est.evaluations.saturating_add(counted);
+            return Ok(report(&est, measured.or(est.loss), evaluations, step));
         }
         let update = ensure_like(&mut self.update, params)?;
         self.approximator.pre_step();
         self.pre_stepped = true;
-        let est: Estimate = self
-            .approximator
-            .approximate(&self.gpu, params, objective, update)?;
+        let mut est: Estimate = match measured {
+            Some(f) => self
+                .approximator
+                .approximate_with_loss(&self.gpu, params, objective, update, f)?,
+            None => self
+                .approximator
+                .approximate(&self.gpu, params, objective, update)?,
+        };
+        if measured.is_some() {
+            est.loss = measured;
+            est.loss_approx = measured;
+            est.evaluations = est.evaluations.saturating_add(counted);
+        }
         let grad = if self.modules.iter().any(|m| m.needs_grad()) {
             let g = ensure_like(&mut self.grad, params)?;
             copy(g, update)?;
@@ -505,7 +546,7 @@ pub(crate) fn loss_at_x(ctx: &mut Context<'_>) -> Result<f32> {
     if let Some(f) = ctx.loss {
         return Ok(f);
     }
-    let f = ctx.objective.loss(ctx.params)?;
+    let f = ctx.objective.scoped_loss(ctx.params)?;
     ctx.evaluations += 1;
     let f = crate::approx::check_loss(f, || "f(x) for the line search".into())?;
     ctx.loss = Some(f);
@@ -515,7 +556,7 @@ pub(crate) fn loss_at_x(ctx: &mut Context<'_>) -> Result<f32> {
 /// f(x + t·update), with x moved back afterwards (also on error or panic); counted.
 pub(crate) fn loss_shifted(ctx: &mut Context<'_>, t: f32) -> Result<f32> {
     let mut shifted = shifted(ctx.params, t, ctx.update, ctx.saved)?;
-    let f = ctx.objective.loss(shifted.params());
+    let f = ctx.objective.scoped_loss(shifted.params());
     shifted.finish()?;
     ctx.evaluations += 1;
     f
