@@ -12,20 +12,22 @@
 //! changing the simulation: zograd adopts the device (`Gpu::from_wgpu`) and elements 1..4 of the
 //! parameter block (`Params::from_buffer_ranges`; the time step `dt`, element 0, is never
 //! touched), gives each parameter its own scale (`Params::set_scales`) so that one h and one
-//! learning rate fit all three, and runs `Fdm → Adam → Lr`. The loss is a closure that records
-//! the simulation's own passes (reset, frames, comparison, reduction) and reads one f32.
+//! learning rate fit all three, and runs `Fdm → Adam → Lr`. The loss is a
+//! `ShaderObjective::from_steps` over the simulation's own pipelines and ping-pong bind groups
+//! (reset, frames, comparison, reduction): one submission and one f32 read per evaluation.
 //!
-//! Glue (lines that exist only because of zograd): 1 for the extra usage flags on the parameter
-//! block (`STORAGE | COPY_SRC | COPY_DST`), 1 `Gpu::from_wgpu`, 2 `Params::from_buffer_ranges` +
-//! `set_scales`, 3 for the optimiser, 1 `opt.step` in the loop, 2 for the loss readback: about
-//! 10 lines, against about 120 lines of wgpu set-up and WGSL that the simulation has anyway.
+//! Glue (lines that exist only because of zograd), counted: 2 for the extra usage flags on the
+//! parameter block (`STORAGE`, `COPY_SRC`), 1 `Gpu::from_wgpu`, 2 `Params::from_buffer_ranges`
+//! and `set_scales`, 1 `ShaderObjective::from_steps` plus the 14-line `loss_steps` that lists the
+//! simulation's own dispatches, 3 for the optimiser and 1 `opt.step`: 24 lines, against about
+//! 230 lines of the simulation's own wgpu set-up, WGSL and comparison shader.
 //!
 //! `cargo run --release --example embed_simulation`
 
-use wgpu::util::DeviceExt;
 use zograd::approx::Fdm;
 use zograd::optim::{Adam, Lr, Optimizer};
-use zograd::{Gpu, Params, Scales};
+use zograd::wgpu::{self, util::DeviceExt}; // the wgpu zograd is built against
+use zograd::{Gpu, Objective, Params, Scales, ShaderObjective, Step};
 
 const N: u32 = 256;
 const FRAMES: u32 = 120;
@@ -245,45 +247,43 @@ impl Simulation {
         }
     }
 
-    /// Records: reset the particles, run the frames; with `compare`, compare the two snapshots
-    /// with the observations and reduce the misses into err[0]; without, copy the two snapshots
-    /// into `observed` (recording the observations).
-    fn record(&self, compare: bool) -> wgpu::CommandEncoder {
+    /// The simulation's own run, recorded: reset the particles and run the frames, copying the
+    /// state at the two snapshots into `observed` (used once, with the true parameters, to make
+    /// the observations).
+    fn observe(&self) {
         let bytes = u64::from(N) * 16;
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.initial, 0, &self.particles[0], 0, bytes);
-        let groups = N.div_ceil(64);
-        for half in 0..2u64 {
+        for observed in &self.observed {
             {
                 let mut pass = encoder.begin_compute_pass(&Default::default());
                 pass.set_pipeline(&self.frame);
                 for f in 0..FRAMES / 2 {
                     pass.set_bind_group(0, &self.frame_groups[(f % 2) as usize], &[]);
-                    pass.dispatch_workgroups(groups, 1, 1);
-                }
-                if compare {
-                    pass.set_pipeline(&self.compare[half as usize]);
-                    pass.set_bind_group(0, &self.compare_groups[half as usize], &[]);
-                    pass.dispatch_workgroups(groups, 1, 1);
+                    pass.dispatch_workgroups(N.div_ceil(64), 1, 1);
                 }
             }
-            if !compare {
-                encoder.copy_buffer_to_buffer(
-                    &self.particles[0],
-                    0,
-                    &self.observed[half as usize],
-                    0,
-                    bytes,
-                );
+            encoder.copy_buffer_to_buffer(&self.particles[0], 0, observed, 0, bytes);
+        }
+        self.queue.submit([encoder.finish()]);
+    }
+
+    /// The same run as a loss, in the simulation's own pipelines and bind groups: reset, the
+    /// frames (ping-pong: one bind group per direction), a comparison pass at each snapshot,
+    /// the reduction into err[0].
+    fn loss_steps(&self) -> Vec<Step> {
+        let groups = [N.div_ceil(64), 1, 1];
+        let mut steps = vec![Step::copy(&self.initial, &self.particles[0])];
+        for half in 0..2 {
+            for f in 0..FRAMES / 2 {
+                let group = &self.frame_groups[(f % 2) as usize];
+                steps.push(Step::dispatch(&self.frame, &[group], groups));
             }
+            let group = &self.compare_groups[half];
+            steps.push(Step::dispatch(&self.compare[half], &[group], groups));
         }
-        if compare {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.total);
-            pass.set_bind_group(0, &self.total_group, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
-        }
-        encoder
+        steps.push(Step::dispatch(&self.total, &[&self.total_group], [1, 1, 1]));
+        steps
     }
 }
 
@@ -295,17 +295,14 @@ fn main() -> zograd::Result<()> {
             .write_buffer(&sim.params, 4, bytemuck::cast_slice(&p));
     };
     write_params(TRUE);
-    sim.queue.submit([sim.record(false).finish()]);
+    sim.observe();
     write_params(GUESS);
 
     // --- zograd: adopt the device and elements 1..4 of the parameter block, with scales. ---
     let gpu = Gpu::from_wgpu(sim.device.clone(), sim.queue.clone())?;
     let mut x = Params::from_buffer_ranges(&gpu, vec![(sim.params.clone(), 1..4)])?;
     x.set_scales(Scales::PerElement(GUESS.to_vec()))?;
-    let mut loss = |_: &Params| -> zograd::Result<f32> {
-        sim.queue.submit([sim.record(true).finish()]);
-        Ok(gpu.read_f32s(&sim.err, 0, 1)?[0])
-    };
+    let mut loss = ShaderObjective::from_steps(&gpu, sim.loss_steps(), (&sim.err, 0))?;
     let mut opt = Optimizer::new(&gpu, &x, Fdm::new().h(1e-3))?
         .then(Adam::new())
         .then(Lr::new(0.02));
@@ -318,7 +315,7 @@ fn main() -> zograd::Result<()> {
             .collect())
     };
     let before = rel_error(&x)?;
-    let f0 = loss(&x)?;
+    let f0 = loss.loss(&x)?;
     let start = std::time::Instant::now();
     let steps = 300;
     for _ in 0..steps {
@@ -329,7 +326,7 @@ fn main() -> zograd::Result<()> {
     let block = gpu.read_f32s(&sim.params, 0, 4)?;
     println!(
         "loss {f0:.3e} -> {:.3e} in {steps} steps ({:.1} s)",
-        loss(&x)?,
+        loss.loss(&x)?,
         start.elapsed().as_secs_f64()
     );
     println!("| parameter | true | guess | fitted | error before | error after |");
