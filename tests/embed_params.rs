@@ -699,3 +699,70 @@ fn scales_follow_the_hand_scaled_trajectory() {
         "unscaled {unscaled} vs scaled {scaled}"
     );
 }
+
+/// An objective that batches (`BatchObjective` regenerates x + h·z in its own shader, without
+/// scales) is evaluated point by point while the parameters have scales: SPSA's estimate equals
+/// the one through a plain closure (f = Σ x² in f64 on the host), and differs from the
+/// unscaled one.
+#[test]
+fn batching_objectives_honour_scales() {
+    let g = gpu();
+    let n = 300u32;
+    let x0 = data(6, n as usize);
+    let mut x = Params::from_slices(&g, &[&x0[..]]).unwrap();
+    let s: Vec<f32> = (0..n)
+        .map(|i| if i % 2 == 0 { 4.0 } else { 0.25 })
+        .collect();
+    x.set_scales(Scales::PerElement(s.clone())).unwrap();
+    let src = format!(
+        "@group(0) @binding(0) var<storage, read> x: array<f32>;
+        @compute @workgroup_size(1) fn main(@builtin(workgroup_id) wg: vec3<u32>) {{
+            var t = 0.0;
+            for (var i = 0u; i < {n}u; i++) {{
+                let v = x[i] + zograd_dz(wg.z, vec2<u32>(i, 0u));
+                t += v * v;
+            }}
+            zograd_set_loss(wg.z, t);
+        }}"
+    );
+    let mut batched = zograd::BatchObjective::new(
+        &g,
+        &src,
+        &[zograd::Binding::Read(&x.buffers()[0])],
+        &[("main", zograd::Workgroups::PerPoint([1, 1]))],
+        16,
+    )
+    .unwrap();
+    let mut closure = |p: &Params| -> zograd::Result<f32> {
+        Ok(p.to_vec()?
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>() as f32)
+    };
+    let spsa = || Spsa::new().h(1e-3).n_samples(3).seed(5);
+    let mut g1 = x.zeros_like().unwrap();
+    let mut g2 = x.zeros_like().unwrap();
+    spsa()
+        .approximate(&g, &mut x, &mut batched, &mut g1)
+        .unwrap();
+    spsa()
+        .approximate(&g, &mut x, &mut closure, &mut g2)
+        .unwrap();
+    let (a, b) = (g1.to_vec().unwrap(), g2.to_vec().unwrap());
+    common::assert_close(&a, &b, 1e-3, 1e-3, "batched vs closure with scales");
+    // The batch shader alone (scales cleared) gives the unscaled estimate, which is far from
+    // it: a batch path that ignored the scales would be caught above.
+    x.clear_scales();
+    let mut g3 = x.zeros_like().unwrap();
+    spsa()
+        .approximate(&g, &mut x, &mut batched, &mut g3)
+        .unwrap();
+    let c = g3.to_vec().unwrap();
+    let diff = a
+        .iter()
+        .zip(&c)
+        .map(|(a, c)| (a - c).abs())
+        .fold(0.0f32, f32::max);
+    let size = c.iter().map(|c| c.abs()).fold(0.0f32, f32::max);
+    assert!(diff > 0.5 * size, "scaled {diff} vs unscaled size {size}");
+}
