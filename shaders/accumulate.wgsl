@@ -89,7 +89,7 @@ fn mul_add4(p: u32, r: u32, a: f32, v: vec4<f32>) {
     for (var e = 0u; e < 4u; e = e + 1u) {
         let q = p + e;
         if (q >= r && q - r < launch.len) {
-            let j = launch.shift.x + q - r;
+            let j = zograd_shift().x + q - r;
             dst[j] = a * dst[j] + v[e];
         }
     }
@@ -104,8 +104,8 @@ fn mul_add4_scaled(p: u32, r: u32, a: f32, v: vec4<f32>) {
     for (var e = 0u; e < 4u; e = e + 1u) {
         let q = p + e;
         if (q >= r && q - r < launch.len) {
-            let j = launch.shift.x + q - r;
-            dst[j] = a * dst[j] + dst_scales[launch.shift.z + q - r] * v[e];
+            let j = zograd_shift().x + q - r;
+            dst[j] = a * dst[j] + dst_scales[zograd_shift().z + q - r] * v[e];
         }
     }
 }

@@ -16,7 +16,7 @@ fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[launch.shift.x + i] = src[launch.shift.y + i];
+            dst[zograd_shift().x + i] = src[zograd_shift().y + i];
         }
     }
 }
@@ -28,7 +28,7 @@ fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[launch.shift.x + i] = dst[launch.shift.x + i] + launch.coef.x * src[launch.shift.y + i];
+            dst[zograd_shift().x + i] = dst[zograd_shift().x + i] + launch.coef.x * src[zograd_shift().y + i];
         }
     }
 }
@@ -41,8 +41,8 @@ fn axpy_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            let d = launch.shift.x + i;
-            dst[d] = dst[d] + launch.coef.x * (dst_scales[launch.shift.z + i] * src[launch.shift.y + i]);
+            let d = zograd_shift().x + i;
+            dst[d] = dst[d] + launch.coef.x * (dst_scales[zograd_shift().z + i] * src[zograd_shift().y + i]);
         }
     }
 }
@@ -54,7 +54,7 @@ fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[launch.shift.x + i] = launch.coef.x * dst[launch.shift.x + i];
+            dst[zograd_shift().x + i] = launch.coef.x * dst[zograd_shift().x + i];
         }
     }
 }
@@ -66,7 +66,7 @@ fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[launch.shift.x + i] = launch.coef.x;
+            dst[zograd_shift().x + i] = launch.coef.x;
         }
     }
 }
@@ -78,7 +78,7 @@ fn sign_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[launch.shift.x + i] = sign(dst[launch.shift.x + i]);
+            dst[zograd_shift().x + i] = sign(dst[zograd_shift().x + i]);
         }
     }
 }

@@ -33,8 +33,8 @@ fn add4_scaled(p: u32, r: u32, v: vec4<f32>) {
     for (var e = 0u; e < 4u; e = e + 1u) {
         let q = p + e;
         if (q >= r && q - r < launch.len) {
-            let j = launch.shift.x + q - r;
-            dst[j] = dst[j] + dst_scales[launch.shift.y + q - r] * v[e];
+            let j = zograd_shift().x + q - r;
+            dst[j] = dst[j] + dst_scales[zograd_shift().y + q - r] * v[e];
         }
     }
 }

@@ -84,6 +84,12 @@ impl Launch {
     }
 }
 
+/// Whether any of `launches` binds a range off the storage alignment (a non-zero shift): those
+/// run the kernel's shifted pipeline, all others the plain one.
+fn shifted(launches: &[(Launch, &wgpu::BindGroup)]) -> bool {
+    launches.iter().any(|(l, _)| l.shift != [0; 4])
+}
+
 /// A uniform buffer of `capacity` slots of `slot_bytes` each, every slot aligned for dynamic
 /// offsets: the launch uniforms of the kernels, and the batch uniforms of a `BatchObjective`.
 /// The only place that knows the slot stride.
@@ -150,7 +156,7 @@ impl Slots {
         kernel: Kernel,
         launches: &[(Launch, &wgpu::BindGroup)],
     ) -> Result<()> {
-        let pipeline = gpu.pipeline(kernel)?;
+        let pipeline = gpu.pipeline_variant(kernel, shifted(launches))?;
         gpu.scoped(|| {
             let encoder = self.record(gpu, kernel, &pipeline, launches);
             gpu.queue().submit([encoder.finish()]);
@@ -167,7 +173,7 @@ impl Slots {
         kernel: Kernel,
         launches: &[(Launch, &wgpu::BindGroup)],
     ) -> Result<wgpu::CommandEncoder> {
-        let pipeline = gpu.pipeline(kernel)?;
+        let pipeline = gpu.pipeline_variant(kernel, shifted(launches))?;
         gpu.scoped(|| Ok(self.record(gpu, kernel, &pipeline, launches)))
     }
 
