@@ -10,6 +10,9 @@
 // recompiles a shader for every new value of a uniform that bounds a loop ("inlined uniforms"),
 // which cost ~5 ms per dispatch.
 @group(0) @binding(2) var<storage, read> terms: array<vec2<u32>>;
+// accumulate_*_scaled: the destination's per-element scales (`Params::set_scales`), bound like
+// dst (shift.z).
+@group(0) @binding(3) var<storage, read> dst_scales: array<f32>;
 
 // Rademacher: a thread owns half a Philox block, two 32-bit words, i.e. 64 consecutive
 // elements, and keeps their sums in sixteen vec4 registers while it walks the terms: per term
@@ -86,7 +89,77 @@ fn mul_add4(p: u32, r: u32, a: f32, v: vec4<f32>) {
     for (var e = 0u; e < 4u; e = e + 1u) {
         let q = p + e;
         if (q >= r && q - r < launch.len) {
-            dst[q - r] = a * dst[q - r] + v[e];
+            let j = zograd_shift().x + q - r;
+            dst[j] = a * dst[j] + v[e];
         }
     }
+}
+
+// Parameters with per-element scales s (`Params::set_scales`):
+//   dst[i] = a * dst[i] + s[i] * sum_t coeff_t * z(seed, step, sample_t, gbase + i).
+// The same sums as above, in their own entry points (the plain ones stay as they are).
+
+/// dst[j] = a * dst[j] + dst_scales[j] * v[e] for the lanes inside the chunk.
+fn mul_add4_scaled(p: u32, r: u32, a: f32, v: vec4<f32>) {
+    for (var e = 0u; e < 4u; e = e + 1u) {
+        let q = p + e;
+        if (q >= r && q - r < launch.len) {
+            let j = zograd_shift().x + q - r;
+            dst[j] = a * dst[j] + dst_scales[zograd_shift().z + q - r] * v[e];
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn accumulate_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 63u;
+    let p0 = 64u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
+    let blk = zograd_shr64(half, 1u);
+    let upper = (half.x & 1u) == 1u;
+    var a: array<vec4<f32>, 16>;
+    for (var q = 0u; q < 16u; q = q + 1u) {
+        a[q] = vec4<f32>(0.0);
+    }
+    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
+        let term = terms[i];
+        let c = bitcast<f32>(term.y);
+        let out = zograd_block(launch.seed, launch.step, term.x, blk);
+        let w = select(out.xy, out.zw, upper);
+        for (var q = 0u; q < 8u; q = q + 1u) {
+            a[q] = a[q] + signed4(w.x, q, c);
+            a[q + 8u] = a[q + 8u] + signed4(w.y, q, c);
+        }
+    }
+    for (var q = 0u; q < 16u; q = q + 1u) {
+        mul_add4_scaled(p0 + 4u * q, r, launch.coef.x, a[q]);
+    }
+}
+
+@compute @workgroup_size(256)
+fn accumulate_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 3u;
+    let p0 = 4u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
+    var acc = vec4<f32>(0.0);
+    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
+        let term = terms[i];
+        let out = zograd_block(launch.seed, launch.step, term.x, blk);
+        var z: vec4<f32>;
+        if (launch.dist == ZOGRAD_GAUSSIAN) {
+            z = zograd_gaussian4(out);
+        } else {
+            z = zograd_uniform4(out);
+        }
+        acc = acc + bitcast<f32>(term.y) * z;
+    }
+    mul_add4_scaled(p0, r, launch.coef.x, acc);
 }

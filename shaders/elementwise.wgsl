@@ -4,6 +4,8 @@
 // Each thread handles 4 elements, 256 apart (coalesced).
 
 @group(0) @binding(2) var<storage, read> src: array<f32>;
+// axpy_scaled: the destination's per-element scales (`Params::set_scales`).
+@group(0) @binding(3) var<storage, read> dst_scales: array<f32>;
 
 const PER_THREAD: u32 = 4u;
 
@@ -14,7 +16,7 @@ fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = src[i];
+            dst[zograd_shift().x + i] = src[zograd_shift().y + i];
         }
     }
 }
@@ -26,7 +28,21 @@ fn axpy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = dst[i] + launch.coef.x * src[i];
+            dst[zograd_shift().x + i] = dst[zograd_shift().x + i] + launch.coef.x * src[zograd_shift().y + i];
+        }
+    }
+}
+
+/// dst += scale * dst_scales * src: a move of parameters with scales (x = s * y moved by a * u
+/// in y units).
+@compute @workgroup_size(256)
+fn axpy_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = group_index(wg) * WG_SIZE * PER_THREAD + lid;
+    for (var k = 0u; k < PER_THREAD; k = k + 1u) {
+        let i = base + k * WG_SIZE;
+        if (i < launch.len) {
+            let d = zograd_shift().x + i;
+            dst[d] = dst[d] + launch.coef.x * (dst_scales[zograd_shift().z + i] * src[zograd_shift().y + i]);
         }
     }
 }
@@ -38,7 +54,8 @@ fn lerp(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = dst[i] + launch.coef.x * (src[i] - dst[i]);
+            let d = zograd_shift().x + i;
+            dst[d] = dst[d] + launch.coef.x * (src[zograd_shift().y + i] - dst[d]);
         }
     }
 }
@@ -50,7 +67,7 @@ fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = launch.coef.x * dst[i];
+            dst[zograd_shift().x + i] = launch.coef.x * dst[zograd_shift().x + i];
         }
     }
 }
@@ -62,7 +79,7 @@ fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = launch.coef.x;
+            dst[zograd_shift().x + i] = launch.coef.x;
         }
     }
 }
@@ -74,7 +91,7 @@ fn sign_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            dst[i] = sign(dst[i]);
+            dst[zograd_shift().x + i] = sign(dst[zograd_shift().x + i]);
         }
     }
 }

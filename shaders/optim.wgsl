@@ -14,9 +14,9 @@ fn heavy_ball(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            let v = launch.coef.x * state1[i] + dst[i];
-            state1[i] = v;
-            dst[i] = v;
+            let v = launch.coef.x * state1[zograd_shift().y + i] + dst[zograd_shift().x + i];
+            state1[zograd_shift().y + i] = v;
+            dst[zograd_shift().x + i] = v;
         }
     }
 }
@@ -34,12 +34,12 @@ fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = 0u; k < PER_THREAD; k = k + 1u) {
         let i = base + k * WG_SIZE;
         if (i < launch.len) {
-            let u = dst[i];
-            let m = b1 * state1[i] + (1.0 - b1) * u;
-            let v = b2 * state2[i] + (1.0 - b2) * u * u;
-            state1[i] = m;
-            state2[i] = v;
-            dst[i] = (m * c1) / (sqrt(v * c2) + eps);
+            let u = dst[zograd_shift().x + i];
+            let m = b1 * state1[zograd_shift().y + i] + (1.0 - b1) * u;
+            let v = b2 * state2[zograd_shift().z + i] + (1.0 - b2) * u * u;
+            state1[zograd_shift().y + i] = m;
+            state2[zograd_shift().z + i] = v;
+            dst[zograd_shift().x + i] = (m * c1) / (sqrt(v * c2) + eps);
         }
     }
 }

@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-// zograd — in-place perturbation: dst[i] += scale * z(seed, step, sample, gbase + i).
+// zograd — in-place perturbation: dst[i] += scale * z(seed, step, sample, gbase + i), and for
+// parameters with per-element scales (`Params::set_scales`) dst[i] += scale * s[i] * z(...).
+
+// perturb_*_scaled: the destination's scales, bound like dst (same range, shift.y).
+@group(0) @binding(2) var<storage, read> dst_scales: array<f32>;
 
 // Rademacher: a thread owns one Philox block, i.e. 128 consecutive elements: one Philox
 // evaluation per 128 elements, the signs taken from the four words in registers. No workgroup
@@ -24,6 +28,47 @@ fn perturb_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
     }
 }
 
+/// dst[p - r + e] += dst_scales[p - r + e] * v[e] for the lanes inside the chunk.
+fn add4_scaled(p: u32, r: u32, v: vec4<f32>) {
+    for (var e = 0u; e < 4u; e = e + 1u) {
+        let q = p + e;
+        if (q >= r && q - r < launch.len) {
+            let j = zograd_shift().x + q - r;
+            dst[j] = dst[j] + dst_scales[zograd_shift().y + q - r] * v[e];
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn perturb_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 127u;
+    let p0 = 128u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let out = zograd_block(launch.seed, launch.step, launch.sample, zograd_add64(zograd_shr64(launch.gbase, 7u), t));
+    let s = launch.coef.x;
+    for (var word = 0u; word < 4u; word = word + 1u) {
+        let w = out[word];
+        for (var q = 0u; q < 8u; q = q + 1u) {
+            add4_scaled(p0 + 32u * word + 4u * q, r, signed4(w, q, s));
+        }
+    }
+}
+
+/// The 4 values of the Gaussian or uniform direction in thread t's Philox block, times coef.x.
+fn quad_values(t: u32) -> vec4<f32> {
+    let out = zograd_block(launch.seed, launch.step, launch.sample, zograd_add64(zograd_shr64(launch.gbase, 2u), t));
+    var z: vec4<f32>;
+    if (launch.dist == ZOGRAD_GAUSSIAN) {
+        z = zograd_gaussian4(out);
+    } else {
+        z = zograd_uniform4(out);
+    }
+    return launch.coef.x * z;
+}
+
 // Gaussian and uniform: a thread owns one Philox block of 4 elements. The chunk may start in
 // the middle of a block (r = gbase % 4), so thread t covers chunk elements 4t - r .. 4t - r + 3.
 @compute @workgroup_size(256)
@@ -34,12 +79,16 @@ fn perturb_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     if (p0 >= launch.len + r) {
         return;
     }
-    let out = zograd_block(launch.seed, launch.step, launch.sample, zograd_add64(zograd_shr64(launch.gbase, 2u), t));
-    var z: vec4<f32>;
-    if (launch.dist == ZOGRAD_GAUSSIAN) {
-        z = zograd_gaussian4(out);
-    } else {
-        z = zograd_uniform4(out);
+    add4(p0, r, quad_values(t));
+}
+
+@compute @workgroup_size(256)
+fn perturb_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 3u;
+    let p0 = 4u * t;
+    if (p0 >= launch.len + r) {
+        return;
     }
-    add4(p0, r, launch.coef.x * z);
+    add4_scaled(p0, r, quad_values(t));
 }

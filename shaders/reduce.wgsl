@@ -136,7 +136,7 @@ fn dot_product(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             if (i >= launch.len) {
                 break;
             }
-            let x = xs[i];
+            let x = xs[zograd_shift().y + i];
             v = v + x * x;
             m = max(m, abs(x));
         }
@@ -150,7 +150,7 @@ fn dot_product(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 if (i >= launch.len) {
                     break;
                 }
-                let t = xs[i] * factor;
+                let t = xs[zograd_shift().y + i] * factor;
                 v = v + t * t;
             }
             e = 2 * ex;
@@ -165,8 +165,8 @@ fn dot_product(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             if (i >= launch.len) {
                 break;
             }
-            let x = xs[i];
-            let y = ys[i];
+            let x = xs[zograd_shift().y + i];
+            let y = ys[zograd_shift().z + i];
             let up = grow(&sx, x) + grow(&sy, y);
             if (up != 0) {
                 v = ldexp(v, max(-up, -160));

@@ -45,7 +45,8 @@ fn sphere_factors(x: &Params, seed: u64, step: u32, samples: &[u32]) -> Result<V
 ///
 /// One Philox block serves 128 Rademacher elements (a workgroup shares it through workgroup
 /// memory) or 4 Gaussian/uniform elements. Rademacher is bit-exact with
-/// [`crate::cpu::perturb`].
+/// [`crate::cpu::perturb`]. With scales ([`Params::set_scales`]) element i moves by
+/// `scale · sᵢ · z(dir, i)`.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a non-finite `scale`; device errors.
@@ -74,11 +75,11 @@ pub fn perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
 /// `x += scale · z(dir)` with `scale` already including any Sphere factor: the perturb kernel of
 /// the distribution (the Rademacher one, or the one of the four-value distributions).
 fn launch_perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
-    let kernel = match dir.distribution {
-        Distribution::Rademacher => Kernel::PerturbRademacher,
-        _ => Kernel::PerturbQuad,
+    let (kernel, scaled) = match dir.distribution {
+        Distribution::Rademacher => (Kernel::PerturbRademacher, Kernel::PerturbRademacherScaled),
+        _ => (Kernel::PerturbQuad, Kernel::PerturbQuadScaled),
     };
-    x.launch(kernel, |l| {
+    x.launch_move(kernel, scaled, |l| {
         l.seed = split64(dir.seed);
         l.step = dir.step;
         l.sample = dir.sample;
@@ -89,7 +90,8 @@ fn launch_perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
 
 /// `g[i] += Σ_t coeff_t · z(seed, step, sample_t, i)` for all `terms = [(sample_t, coeff_t)]` in
 /// ONE pass over `g`: the sum runs over the terms in order, starting from 0, and is added to `g`
-/// once. An empty `terms` does nothing.
+/// once. An empty `terms` does nothing. With scales ([`Params::set_scales`]) on `g`, the sum is
+/// multiplied by sᵢ.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a non-finite coefficient; device errors.
@@ -109,7 +111,8 @@ pub fn accumulate(
 /// `x[i] = a · x[i] + Σ_t coeff_t · z(seed, step, sample_t, i)` in one pass: [`accumulate`] with
 /// the buffer scaled first (a = 1 is exactly [`accumulate`]). The fused MeZO step uses it to
 /// restore, decay and update the parameters at once. One term with a = 1 runs the
-/// [`perturb`] kernel, which computes the same values with less work.
+/// [`perturb`] kernel, which computes the same values with less work. With scales
+/// ([`Params::set_scales`]) the sum is multiplied by sᵢ: `x[i] = a · x[i] + sᵢ · Σ_t …`.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a non-finite `a` or coefficient; device errors.
@@ -151,13 +154,19 @@ pub fn scale_accumulate(
         };
         return launch_perturb(x, &dir, *coeff);
     }
-    let kernel = match distribution {
-        Distribution::Rademacher if a == 1.0 => Kernel::AccumulateRademacher,
-        Distribution::Rademacher => Kernel::ScaleAccumulateRademacher,
-        _ if a == 1.0 => Kernel::AccumulateQuad,
-        _ => Kernel::ScaleAccumulateQuad,
+    let (kernel, scaled) = match distribution {
+        Distribution::Rademacher if a == 1.0 => (
+            Kernel::AccumulateRademacher,
+            Kernel::AccumulateRademacherScaled,
+        ),
+        Distribution::Rademacher => (
+            Kernel::ScaleAccumulateRademacher,
+            Kernel::AccumulateRademacherScaled,
+        ),
+        _ if a == 1.0 => (Kernel::AccumulateQuad, Kernel::AccumulateQuadScaled),
+        _ => (Kernel::ScaleAccumulateQuad, Kernel::AccumulateQuadScaled),
     };
-    x.launch_terms(kernel, terms, |l| {
+    x.launch_terms(kernel, scaled, terms, |l| {
         l.seed = split64(seed);
         l.step = step;
         l.dist = distribution.code();
@@ -175,13 +184,14 @@ pub fn copy(dst: &mut Params, src: &Params) -> Result<()> {
     dst.launch_with(Kernel::Copy, &[src], "src", |_| {})
 }
 
-/// `y += a · x` elementwise.
+/// `y += a · x` elementwise; with scales on `y` ([`Params::set_scales`]), `y += a · s ⊙ x` (a
+/// step of `y`'s parameters by `a · x` in their scaled units).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the shapes or devices differ or `a` is not finite.
 pub fn axpy(y: &mut Params, a: f32, x: &Params) -> Result<()> {
     check_finite("a", a)?;
-    y.launch_with(Kernel::Axpy, &[x], "x", |l| l.coef[0] = a)
+    y.launch_move_with(Kernel::Axpy, Kernel::AxpyScaled, x, "x", |l| l.coef[0] = a)
 }
 
 /// `y ← y + w·(x − y)` elementwise: one step of a running mean (with w = 1/m, y becomes the

@@ -2,6 +2,7 @@
 //! [`Params`]: an ordered set of f32 storage buffers with global element offsets.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -40,6 +41,8 @@ pub struct Params {
     gpu: Gpu,
     id: u64,
     buffers: Vec<wgpu::Buffer>,
+    /// The element of each buffer where its range starts (0 for whole buffers).
+    starts: Vec<u64>,
     lens: Vec<u64>,
     offsets: Vec<u64>,
     chunks: Vec<Chunk>,
@@ -48,6 +51,19 @@ pub struct Params {
     _owned: Vec<TrackedBuffer>,
     /// The uniforms and bind groups of the kernels launched over these buffers.
     bind_cache: Mutex<BindCache>,
+    /// Per-element scales ([`Params::set_scales`]): on the GPU, shaped like these parameters,
+    /// and on the host.
+    scales: Option<(Box<Params>, Vec<f32>)>,
+}
+
+/// Per-parameter scales for [`Params::set_scales`]: positive (or zero, which freezes an
+/// element) finite factors s with x = s⊙y.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scales {
+    /// One scale for all elements of each buffer (range), in order.
+    PerBuffer(Vec<f32>),
+    /// One scale per element, in global order.
+    PerElement(Vec<f32>),
 }
 
 impl fmt::Debug for Params {
@@ -55,7 +71,9 @@ impl fmt::Debug for Params {
         f.debug_struct("Params")
             .field("len", &self.len)
             .field("buffer_lens", &self.lens)
+            .field("buffer_starts", &self.starts)
             .field("chunks", &self.chunks.len())
+            .field("scaled", &self.scales.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -85,13 +103,20 @@ impl Params {
                 Some(s),
             )?);
         }
-        Self::assemble(gpu, owned.iter().map(|b| (**b).clone()).collect(), owned)
+        let ranges = slices.iter().map(|s| 0..s.len() as u64).collect();
+        Self::assemble(
+            gpu,
+            owned.iter().map(|b| (**b).clone()).collect(),
+            ranges,
+            owned,
+        )
     }
 
     /// Adopts existing f32 storage buffers, without copying; element order follows `buffers`.
     ///
     /// Each buffer needs `STORAGE` usage and a size that is a positive multiple of 4 bytes;
-    /// [`Params::to_vec`] also needs `COPY_SRC`. The buffers must belong to `gpu`'s device.
+    /// [`Params::to_vec`] also needs `COPY_SRC`. The buffers must belong to `gpu`'s device. For
+    /// parts of buffers, see [`Params::from_buffer_ranges`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming the offending buffer.
@@ -110,11 +135,100 @@ impl Params {
                 )));
             }
         }
-        Self::assemble(gpu, buffers, Vec::new())
+        let ranges = buffers.iter().map(|b| 0..b.size() / 4).collect();
+        Self::assemble(gpu, buffers, ranges, Vec::new())
     }
 
-    fn assemble(gpu: &Gpu, buffers: Vec<wgpu::Buffer>, owned: Vec<TrackedBuffer>) -> Result<Self> {
-        let lens: Vec<u64> = buffers.iter().map(|b| b.size() / 4).collect();
+    /// Adopts element ranges of existing f32 storage buffers, without copying: the parameters
+    /// are elements `range.start .. range.end` (f32 elements, not bytes) of each buffer, in the
+    /// order given. Nothing outside the ranges is ever read or written by zograd, so a range can
+    /// be part of a larger block (e.g. 6 of the 7 floats of a simulation's uniform-and-storage
+    /// parameter buffer). Several disjoint ranges of one buffer may be given (e.g. one field of
+    /// each struct of an array, one range per struct; a strided field is not a single range).
+    ///
+    /// A range may start at any element: one that starts off the adapter's
+    /// `min_storage_buffer_offset_alignment` is bound from the aligned offset below it and the
+    /// kernels shift their indices. Usage flags as [`Params::from_buffers`]. Element j of range k
+    /// has global index `offsets()[k] + j`, so random directions do not depend on where the
+    /// ranges lie.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the range (`ranges[k]`) for none given, an empty or
+    /// reversed range, one past the buffer's end, overlapping ranges of one buffer, or a buffer
+    /// without `STORAGE` usage or whose size is not a multiple of 4 bytes.
+    ///
+    /// # Example
+    /// ```
+    /// # fn main() -> zograd::Result<()> {
+    /// let gpu = zograd::Gpu::new()?;
+    /// // A simulation's parameter block of 7 floats, read by its shaders as a uniform.
+    /// let block = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+    ///     label: Some("sim params"),
+    ///     size: 7 * 4,
+    ///     usage: wgpu::BufferUsages::UNIFORM
+    ///         | wgpu::BufferUsages::STORAGE
+    ///         | wgpu::BufferUsages::COPY_SRC
+    ///         | wgpu::BufferUsages::COPY_DST,
+    ///     mapped_at_creation: false,
+    /// });
+    /// // Fit elements 1..7; element 0 (say, the time step) stays untouched.
+    /// let mut x = zograd::Params::from_buffer_ranges(&gpu, vec![(block.clone(), 1..7)])?;
+    /// assert_eq!((x.len(), x.buffer_starts()), (6, &[1u64][..]));
+    /// x.write(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+    /// zograd::kernels::scale(&mut x, 2.0)?;
+    /// assert_eq!(gpu.read_f32s(&block, 0, 7)?, vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn from_buffer_ranges(gpu: &Gpu, ranges: Vec<(wgpu::Buffer, Range<u64>)>) -> Result<Self> {
+        if ranges.is_empty() {
+            return Err(Error::invalid(
+                "ranges: 0 ranges given (Params needs at least one range)",
+            ));
+        }
+        for (k, (b, r)) in ranges.iter().enumerate() {
+            let what = format!("ranges[{k}]");
+            check_usage(b, &what, Use::Kernel)?;
+            if b.size() % 4 != 0 {
+                return Err(Error::invalid(format!(
+                    "{what}: buffer size {} bytes is not a multiple of 4 (f32 elements)",
+                    b.size()
+                )));
+            }
+            if r.start >= r.end {
+                return Err(Error::invalid(format!(
+                    "{what}: elements {}..{} form an empty or reversed range",
+                    r.start, r.end
+                )));
+            }
+            if r.end > b.size() / 4 {
+                return Err(Error::invalid(format!(
+                    "{what}: elements {}..{} pass the end of the buffer ({} elements)",
+                    r.start,
+                    r.end,
+                    b.size() / 4
+                )));
+            }
+            for (j, (b2, r2)) in ranges[..k].iter().enumerate() {
+                if b2 == b && r.start < r2.end && r2.start < r.end {
+                    return Err(Error::invalid(format!(
+                        "{what}: elements {}..{} overlap ranges[{j}] ({}..{}) of the same buffer",
+                        r.start, r.end, r2.start, r2.end
+                    )));
+                }
+            }
+        }
+        let (buffers, ranges): (Vec<_>, Vec<_>) = ranges.into_iter().unzip();
+        Self::assemble(gpu, buffers, ranges, Vec::new())
+    }
+
+    fn assemble(
+        gpu: &Gpu,
+        buffers: Vec<wgpu::Buffer>,
+        ranges: Vec<Range<u64>>,
+        owned: Vec<TrackedBuffer>,
+    ) -> Result<Self> {
+        let starts: Vec<u64> = ranges.iter().map(|r| r.start).collect();
+        let lens: Vec<u64> = ranges.iter().map(|r| r.end - r.start).collect();
         let mut offsets = Vec::with_capacity(lens.len());
         let mut len = 0u64;
         for l in &lens {
@@ -122,7 +236,13 @@ impl Params {
             len += l;
         }
         let max_chunk = default_chunk_len(gpu);
-        let chunks = make_chunks(&lens, &offsets, max_chunk);
+        let chunks = make_chunks(
+            &lens,
+            &starts,
+            &offsets,
+            max_chunk,
+            storage_align_elems(gpu),
+        );
         let id = NEXT_PARAMS_ID.fetch_add(1, Ordering::Relaxed);
         let operand = Operand {
             buffers: &buffers,
@@ -139,6 +259,7 @@ impl Params {
             gpu: gpu.clone(),
             id,
             buffers,
+            starts,
             lens,
             offsets,
             chunks,
@@ -146,10 +267,12 @@ impl Params {
             max_chunk,
             _owned: owned,
             bind_cache: Mutex::new(bind_cache),
+            scales: None,
         })
     }
 
-    /// New zero-filled buffers with the same lengths (a gradient or a state buffer).
+    /// New zero-filled buffers with the same lengths (a gradient or a state buffer): whole
+    /// buffers of the ranges' lengths, without scales.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`] or [`Error::TooLarge`] when the buffers cannot be created.
@@ -161,9 +284,11 @@ impl Params {
                     .create_f32_storage(&format!("zograd::params[{k}]"), *l, None)?,
             );
         }
+        let ranges = self.lens.iter().map(|l| 0..*l).collect();
         let mut p = Self::assemble(
             &self.gpu,
             owned.iter().map(|b| (**b).clone()).collect(),
+            ranges,
             owned,
         )?;
         if p.chunk_len() != self.chunk_len() {
@@ -190,7 +315,14 @@ impl Params {
         &self.buffers
     }
 
-    /// Elements per buffer.
+    /// The element of each buffer where its range starts (0 for whole buffers; see
+    /// [`Params::from_buffer_ranges`]).
+    #[must_use]
+    pub fn buffer_starts(&self) -> &[u64] {
+        &self.starts
+    }
+
+    /// Elements per buffer (per range).
     #[must_use]
     pub fn buffer_lens(&self) -> &[u64] {
         &self.lens
@@ -234,7 +366,7 @@ impl Params {
                  got {asked}"
             )));
         }
-        let chunks = make_chunks(&self.lens, &self.offsets, elems);
+        let chunks = make_chunks(&self.lens, &self.starts, &self.offsets, elems, align);
         let bind_cache = BindCache::new(
             &self.gpu,
             Operand {
@@ -257,7 +389,8 @@ impl Params {
         let mut out = Vec::with_capacity(self.len as usize);
         for (k, b) in self.buffers.iter().enumerate() {
             check_usage(b, &format!("buffers[{k}]"), Use::ReadBack)?;
-            self.gpu.read_f32(b, 0, self.lens[k], &mut out)?;
+            self.gpu
+                .read_f32(b, self.starts[k] * 4, self.lens[k], &mut out)?;
         }
         Ok(out)
     }
@@ -283,7 +416,7 @@ impl Params {
             .enumerate()
             .map(|(k, b)| {
                 let at = self.offsets[k] as usize;
-                (b, 0, &data[at..at + self.lens[k] as usize])
+                (b, self.starts[k] * 4, &data[at..at + self.lens[k] as usize])
             })
             .collect();
         self.gpu.write_f32s(&writes)
@@ -312,7 +445,7 @@ impl Params {
             check_usage(b, &format!("buffers[{k}]"), Use::HostWrite)?;
             writes.push((
                 b,
-                (a - lo) * 4,
+                (self.starts[k] + a - lo) * 4,
                 &values[(a - index) as usize..(z - index) as usize],
             ));
         }
@@ -344,10 +477,110 @@ impl Params {
         Ok(())
     }
 
-    /// Bytes of the GPU buffers zograd created for these parameters (adopted ones excluded).
+    /// Bytes of the GPU buffers zograd created for these parameters (adopted ones excluded;
+    /// the scales' buffer included).
     #[must_use]
     pub fn owned_bytes(&self) -> u64 {
-        self._owned.iter().map(|b| b.size()).sum()
+        let scales = self.scales.as_ref().map_or(0, |(s, _)| s.owned_bytes());
+        self._owned.iter().map(|b| b.size()).sum::<u64>() + scales
+    }
+
+    /// Gives the parameters per-element scales s (a diagonal preconditioner): from now on the
+    /// parameters x are treated as x = s⊙y and every estimator, optimiser module and step works
+    /// in the units y. Concretely, the kernels that *move* these parameters multiply what they
+    /// add by s elementwise: [`perturb`](crate::kernels::perturb) adds h·sᵢ·zᵢ,
+    /// [`accumulate`](crate::kernels::accumulate) and
+    /// [`scale_accumulate`](crate::kernels::scale_accumulate) add sᵢ·Σ cₜ·zₜᵢ, and
+    /// [`axpy`](crate::kernels::axpy) into them adds a·sᵢ·uᵢ; `Fdm` moves element i by h·sᵢ.
+    /// Gradients and updates (which live in other `Params`, without scales) are then in
+    /// y-units, and an optimiser step is x ← x − s⊙update (the fused MeZO step
+    /// x ← a·x + s⊙(h − lr·c)·z). Kernels that set values ([`copy`](crate::kernels::copy),
+    /// [`fill`](crate::kernels::fill), [`Params::write`], [`Params::write_at`]) and
+    /// [`scale`](crate::kernels::scale) are unchanged, as are [`Params::to_vec`] and the
+    /// user's view of the buffers: x stays in its own (physical) units.
+    ///
+    /// Pick sᵢ as the typical magnitude of element i (e.g. its initial value): one h and one
+    /// learning rate then fit parameters of very different magnitudes. A scale of 0 freezes
+    /// the element. The scales live in one more zograd buffer of `len()` floats (and a host
+    /// copy); objectives that batch through [`loss_batch`](crate::Objective::loss_batch)
+    /// regenerate x + h·z without the scales, so estimators evaluate them point by point while
+    /// scales are set, and [`Jvp::User`](crate::approx::Jvp::User) is refused (a user JVP gives
+    /// ∇f·z, not ∇f·(s⊙z)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the number of scales differs from the number of buffers
+    /// (`PerBuffer`) or elements (`PerElement`), or a scale is negative, NaN or infinite.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn main() -> zograd::Result<()> {
+    /// use zograd::{Params, Scales};
+    /// let gpu = zograd::Gpu::new()?;
+    /// // A rate near 0.005 and a distance near 30: step both in units of their own size.
+    /// let mut x = Params::from_slices(&gpu, &[&[0.005f32][..], &[30.0][..]])?;
+    /// x.set_scales(Scales::PerBuffer(vec![0.005, 30.0]))?;
+    /// assert_eq!(x.scale_at(1), 30.0);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_scales(&mut self, scales: Scales) -> Result<()> {
+        let host: Vec<f32> = match scales {
+            Scales::PerBuffer(v) => {
+                if v.len() != self.lens.len() {
+                    return Err(Error::invalid(format!(
+                        "scales: {} per-buffer scales for {} buffers",
+                        v.len(),
+                        self.lens.len()
+                    )));
+                }
+                check_scales(&v)?;
+                v.iter()
+                    .zip(&self.lens)
+                    .flat_map(|(s, l)| std::iter::repeat_n(*s, *l as usize))
+                    .collect()
+            }
+            Scales::PerElement(v) => {
+                if v.len() as u64 != self.len {
+                    return Err(Error::invalid(format!(
+                        "scales: {} per-element scales for {} elements",
+                        v.len(),
+                        self.len
+                    )));
+                }
+                check_scales(&v)?;
+                v
+            }
+        };
+        let mut device = self.zeros_like()?;
+        device.write(&host)?;
+        self.scales = Some((Box::new(device), host));
+        Ok(())
+    }
+
+    /// Removes the scales of [`Params::set_scales`] (all scales 1 again).
+    pub fn clear_scales(&mut self) {
+        self.scales = None;
+    }
+
+    /// The per-element scales of [`Params::set_scales`] in global order, if set.
+    #[must_use]
+    pub fn scales(&self) -> Option<&[f32]> {
+        self.scales.as_ref().map(|(_, h)| h.as_slice())
+    }
+
+    /// The scale of the element with global index `index` (1 without scales; panics-free: an
+    /// index past the end gives 1 as well).
+    #[must_use]
+    pub fn scale_at(&self, index: u64) -> f32 {
+        self.scales
+            .as_ref()
+            .and_then(|(_, h)| h.get(index as usize).copied())
+            .unwrap_or(1.0)
+    }
+
+    /// Whether [`Params::set_scales`] gave these parameters scales.
+    #[must_use]
+    pub fn has_scales(&self) -> bool {
+        self.scales.is_some()
     }
 
     /// These buffers and their chunking, as the launch code sees them.
@@ -364,14 +597,40 @@ impl Params {
         lock(&self.bind_cache).launch(&self.gpu, kernel, &fill)
     }
 
-    /// Launches an accumulate `kernel` with `terms` (sample, coefficient) in binding 2.
+    /// A move of these parameters: `plain` (layout One) without scales, `scaled` (layout Two,
+    /// the scales at binding 2) with them.
+    pub(crate) fn launch_move(
+        &mut self,
+        plain: Kernel,
+        scaled: Kernel,
+        fill: impl Fn(&mut Launch),
+    ) -> Result<()> {
+        match &self.scales {
+            None => self.launch(plain, fill),
+            Some((s, _)) => lock(&self.bind_cache).launch_with(
+                &self.gpu,
+                scaled,
+                self.operand(),
+                &[s.operand()],
+                &fill,
+            ),
+        }
+    }
+
+    /// Launches an accumulate `kernel` with `terms` (sample, coefficient) in binding 2; with
+    /// scales, `scaled` with the scales at binding 3.
     pub(crate) fn launch_terms(
         &mut self,
         kernel: Kernel,
+        scaled: Kernel,
         terms: &[(u32, f32)],
         fill: impl Fn(&mut Launch),
     ) -> Result<()> {
-        lock(&self.bind_cache).launch_terms(&self.gpu, kernel, self.operand(), terms, &fill)
+        let (kernel, scales) = match &self.scales {
+            None => (kernel, None),
+            Some((s, _)) => (scaled, Some(s.operand())),
+        };
+        lock(&self.bind_cache).launch_terms(&self.gpu, kernel, self.operand(), scales, terms, &fill)
     }
 
     /// Launches `kernel` with `self` read-write at binding 1 and `others` at bindings 2, 3 (read
@@ -396,6 +655,29 @@ impl Params {
         lock(&self.bind_cache).launch_with(&self.gpu, kernel, self.operand(), &others, &fill)
     }
 
+    /// [`launch_with`](Params::launch_with) of `plain` without scales; with them, `scaled` with
+    /// the scales after the others.
+    pub(crate) fn launch_move_with(
+        &mut self,
+        plain: Kernel,
+        scaled: Kernel,
+        other: &Params,
+        what: &str,
+        fill: impl Fn(&mut Launch),
+    ) -> Result<()> {
+        let Some((s, _)) = &self.scales else {
+            return self.launch_with(plain, &[other], what, fill);
+        };
+        self.check_compatible(other, what)?;
+        if self.id == other.id {
+            return Err(Error::invalid(format!(
+                "{what}: the same Params as the destination"
+            )));
+        }
+        let others = [other.operand(), s.operand()];
+        lock(&self.bind_cache).launch_with(&self.gpu, scaled, self.operand(), &others, &fill)
+    }
+
     /// Σ xᵢ·yᵢ over all elements (`other = None`, or `self` itself: the squared norm), chunked
     /// alike or not: scaled per-workgroup partial sums on the GPU, added in f64 on the host.
     /// Waits for the GPU (one readback).
@@ -408,6 +690,17 @@ impl Params {
             _ => None,
         };
         lock(&self.bind_cache).reduce(&self.gpu, self.operand(), y)
+    }
+}
+
+/// Fails unless every scale is finite and not negative.
+fn check_scales(v: &[f32]) -> Result<()> {
+    match v.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+        Some(k) => Err(Error::invalid(format!(
+            "scales: scales[{k}] = {} is not a finite number >= 0",
+            v[k]
+        ))),
+        None => Ok(()),
     }
 }
 

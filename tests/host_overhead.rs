@@ -334,3 +334,63 @@ fn recording_closures_submit_once_per_evaluation() {
     assert_eq!(get(&m, "submit"), 5 * steps, "{m:?}");
     assert_eq!(get(&m, "poll_wait"), 2 * steps, "{m:?}");
 }
+
+/// Parameters that are a sub-range of a user's buffer (starting off the storage alignment) and
+/// carry scales: after the first steps, the scaled kernels' bind groups are cached like the
+/// plain ones (nothing created), the fused MeZO step still costs five submissions, and every
+/// evaluation one map and one wait.
+#[test]
+fn scaled_sub_range_steps_create_nothing() {
+    let gpu = common::gpu();
+    let block = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("user block"),
+        size: 1100 * 4,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut x = Params::from_buffer_ranges(&gpu, vec![(block, 3..1003)]).unwrap();
+    x.write(&common::data(3, 1000)).unwrap();
+    let scales: Vec<f32> = (0..1000).map(|i| 1.0 + (i % 5) as f32).collect();
+    x.set_scales(zograd::Scales::PerElement(scales)).unwrap();
+    let mut closure = |p: &Params| -> zograd::Result<f32> { Ok(dot(p, p)? as f32) };
+    let cases: Vec<(&str, Optimizer, u32, u32)> = vec![
+        (
+            "MeZo fused, scaled sub-range",
+            Optimizer::new(&gpu, &x, MeZo::new().seed(1))
+                .unwrap()
+                .then(Lr::new(1e-3)),
+            2,
+            5,
+        ),
+        (
+            "Spsa S=4 → Adam → Lr, scaled sub-range",
+            Optimizer::new(&gpu, &x, Spsa::new().n_samples(4).seed(1))
+                .unwrap()
+                .then(zograd::optim::Adam::new())
+                .then(Lr::new(1e-3)),
+            8,
+            25,
+        ),
+    ];
+    let steps = 4u32;
+    for (name, mut opt, evals, submits) in cases {
+        for _ in 0..2 {
+            opt.step(&mut x, &mut closure).unwrap();
+        }
+        let m = count(|| {
+            for _ in 0..steps {
+                assert_eq!(opt.step(&mut x, &mut closure).unwrap().evaluations, evals);
+            }
+        });
+        assert_nothing_created(&m, name);
+        assert_eq!(get(&m, "map_async"), evals * steps, "{name}: {m:?}");
+        assert_eq!(get(&m, "poll_wait"), evals * steps, "{name}: {m:?}");
+        assert!(get(&m, "submit") <= submits * steps, "{name}: {m:?}");
+        println!(
+            "{name}: per step {} submits",
+            f64::from(get(&m, "submit")) / f64::from(steps)
+        );
+    }
+}

@@ -151,7 +151,10 @@ impl Fdm {
         let allow = self.allow_non_finite;
         let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
         let h = f64::from(self.h);
-        let point = |i: usize, k: i32| (f64::from(x0[i]) + f64::from(k) * h) as f32;
+        // With scales (Params::set_scales) element i moves by k·h·sᵢ: the estimate is in y-units.
+        let scales = params.scales().map(<[f32]>::to_vec);
+        let step_of = |i: usize| h * scales.as_ref().map_or(1.0, |s| f64::from(s[i]));
+        let point = |i: usize, k: i32| (f64::from(x0[i]) + f64::from(k) * step_of(i)) as f32;
         let mut g = vec![0.0f32; x0.len()];
         let mut last_row = vec![0.0f64; m];
         let mut row = vec![0.0f64; m];

@@ -183,6 +183,13 @@ impl Kind for ForwardKind {
 
     fn run(s: &mut Sampler<Self>, mut call: Call<'_>, grad: &mut Params) -> Result<Estimate> {
         let user = s.kind.jvp == Jvp::User;
+        if user && call.params.has_scales() {
+            return Err(crate::Error::invalid(
+                "jvp: Jvp::User with parameters that have scales (Params::set_scales): a user \
+                 JVP gives ∇f·z, not the ∇f·(s⊙z) the scaled units need; use a finite-difference \
+                 Jvp or clear the scales",
+            ));
+        }
         let dirs = s.begin(&call, Some(grad), !user)?;
         let (estimate, derivatives) = if user {
             let mut d = Vec::with_capacity(dirs.len());

@@ -76,8 +76,11 @@ pub(crate) fn differences(
     let (formula, allow) = (set.formula, set.allow_non_finite);
     let offsets = formula.offsets();
     let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
-    let batched =
-        objective.has_batch() && samples.iter().all(|s| matches!(s.along, Along::Philox(_)));
+    // A batching objective regenerates x + k·h·z itself, without the parameters' scales
+    // (Params::set_scales): scaled parameters are moved in place instead.
+    let batched = objective.has_batch()
+        && !params.has_scales()
+        && samples.iter().all(|s| matches!(s.along, Along::Philox(_)));
     let mut guard = Restore::new(params);
     if batched {
         if let Some(saved) = saved {

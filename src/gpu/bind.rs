@@ -31,21 +31,31 @@ pub(crate) struct Chunk {
     pub global: u64,
 }
 
-/// The ranges [`make_chunks`] cuts buffers of `lens` elements (global offsets `offsets`) into:
-/// each buffer in order, in ranges of at most `chunk_len`.
-pub(crate) fn make_chunks(lens: &[u64], offsets: &[u64], chunk_len: u64) -> Vec<Chunk> {
+/// The ranges [`make_chunks`] cuts buffer ranges into: buffer k's elements
+/// `starts[k] .. starts[k] + lens[k]` (global offsets `offsets`), each in order, in ranges of at
+/// most `chunk_len` (a multiple of `align`, the storage offset alignment in elements) that, bound
+/// from the aligned element at or below their start, span at most `chunk_len` elements: the first
+/// chunk of a range that starts off the alignment is shorter, the following ones start aligned.
+pub(crate) fn make_chunks(
+    lens: &[u64],
+    starts: &[u64],
+    offsets: &[u64],
+    chunk_len: u64,
+    align: u64,
+) -> Vec<Chunk> {
     let mut chunks = Vec::new();
-    for (part, (&len, &off)) in lens.iter().zip(offsets).enumerate() {
-        let mut first = 0;
-        while first < len {
-            let n = (len - first).min(chunk_len);
+    for (part, ((&len, &start), &off)) in lens.iter().zip(starts).zip(offsets).enumerate() {
+        let mut j = 0;
+        while j < len {
+            let first = start + j;
+            let n = (len - j).min(chunk_len - first % align);
             chunks.push(Chunk {
                 part,
                 first,
                 len: n,
-                global: off + first,
+                global: off + j,
             });
-            first += n;
+            j += n;
         }
     }
     chunks
@@ -118,6 +128,8 @@ fn pieces(operands: &[Operand<'_>]) -> Vec<Piece> {
 struct Groups {
     slots: Slots,
     pieces: Vec<Piece>,
+    /// Per piece, the [`Launch::shift`] of each storage binding.
+    shifts: Vec<[u32; 4]>,
     groups: Vec<wgpu::BindGroup>,
 }
 
@@ -150,6 +162,21 @@ impl Groups {
     ) -> Result<Self> {
         let pieces = pieces(operands);
         let slots = Slots::for_launches(gpu, "zograd::launch_uniforms", pieces.len())?;
+        let align = storage_align_elems(gpu);
+        // A range is bound from the aligned element at or below its start; the kernel adds the
+        // shift. Bindings are at most 4 storage buffers, so the shifts fit a vec4.
+        let shifts: Vec<[u32; 4]> = pieces
+            .iter()
+            .map(|p| {
+                let mut list: Vec<u32> = p.at.iter().map(|(_, at)| (at % align) as u32).collect();
+                if let Some((k, _)) = whole {
+                    list.insert(k, 0);
+                }
+                let mut out = [0u32; 4];
+                out[..list.len()].copy_from_slice(&list);
+                out
+            })
+            .collect();
         let groups = gpu.scoped(|| {
             Ok(pieces
                 .iter()
@@ -158,10 +185,11 @@ impl Groups {
                         p.at.iter()
                             .enumerate()
                             .map(|(k, (part, at))| {
+                                let shift = at % align;
                                 wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                                     buffer: &operands[k].buffers[*part],
-                                    offset: at * 4,
-                                    size: wgpu::BufferSize::new(p.len * 4),
+                                    offset: (at - shift) * 4,
+                                    size: wgpu::BufferSize::new((p.len + shift) * 4),
                                 })
                             })
                             .collect();
@@ -186,6 +214,7 @@ impl Groups {
         Ok(Self {
             slots,
             pieces,
+            shifts,
             groups,
         })
     }
@@ -196,7 +225,16 @@ impl Groups {
         kernel: Kernel,
         fill: &dyn Fn(&mut Launch),
     ) -> Result<Vec<Launch>> {
-        launches_over(gpu, kernel, &self.pieces, fill)
+        let mut launches = launches_over(gpu, kernel, &self.pieces, fill)?;
+        self.set_shifts(&mut launches);
+        Ok(launches)
+    }
+
+    /// Writes each piece's binding shifts into its launch.
+    fn set_shifts(&self, launches: &mut [Launch]) {
+        for (l, shift) in launches.iter_mut().zip(&self.shifts) {
+            l.shift = *shift;
+        }
     }
 
     /// Writes the launches into the uniforms and records their dispatches, one per piece.
@@ -222,6 +260,8 @@ struct Terms {
     buffer: TrackedBuffer,
     capacity: usize,
     groups: Groups,
+    /// The groups with the destination's scales at binding 3, keyed by the scales' key.
+    scaled: Option<((u64, u64), Groups)>,
 }
 
 /// The reductions' partial sums and their groups per second operand.
@@ -274,12 +314,14 @@ impl BindCache {
         self.single.submit(gpu, kernel, &launches)
     }
 
-    /// Launches an accumulate `kernel` over `x` with `terms` (sample, coefficient) at binding 2.
+    /// Launches an accumulate `kernel` over `x` with `terms` (sample, coefficient) at binding 2
+    /// and, for the scaled kernels, `scales` at binding 3.
     pub(crate) fn launch_terms(
         &mut self,
         gpu: &Gpu,
         kernel: Kernel,
         x: Operand<'_>,
+        scales: Option<Operand<'_>>,
         terms: &[(u32, f32)],
         fill: &dyn Fn(&mut Launch),
     ) -> Result<()> {
@@ -297,22 +339,34 @@ impl BindCache {
                 buffer,
                 capacity,
                 groups,
+                scaled: None,
             });
         }
         let t = self
             .terms
-            .as_ref()
+            .as_mut()
             .expect("the terms binding was just created");
+        if let Some(s) = scales {
+            if t.scaled.as_ref().is_none_or(|(k, _)| *k != s.key) {
+                let groups = Groups::new(gpu, LayoutKind::Three, &[x, s], Some((1, &t.buffer)))?;
+                t.scaled = Some((s.key, groups));
+            }
+        }
+        let t = &*t;
+        let groups = match (&t.scaled, scales) {
+            (Some((_, g)), Some(_)) => g,
+            _ => &t.groups,
+        };
         let packed: Vec<[u32; 2]> = std::iter::once([terms.len() as u32, 0])
             .chain(terms.iter().map(|(s, c)| [*s, c.to_bits()]))
             .collect();
-        let launches = t.groups.launches(gpu, kernel, fill)?;
+        let launches = groups.launches(gpu, kernel, fill)?;
         gpu.scoped(|| {
             gpu.queue()
                 .write_buffer(&t.buffer, 0, bytemuck::cast_slice(&packed));
             Ok(())
         })?;
-        t.groups.submit(gpu, kernel, &launches)
+        groups.submit(gpu, kernel, &launches)
     }
 
     /// Launches `kernel` with `x` read-write at binding 1 and `others` at bindings 2, 3 (read
@@ -387,6 +441,7 @@ impl BindCache {
                 r.sets.len() - 1
             }
         };
+        r.sets[pos].1.set_shifts(&mut launches);
         // The reduction and the readback of its partial sums: one submission.
         let encoder = r.sets[pos].1.encode(gpu, Kernel::Dot, &launches)?;
         let mut partial = Vec::with_capacity(2 * total as usize);
@@ -414,9 +469,9 @@ mod tests {
     /// chunked by 128 and by 64.
     #[test]
     fn pieces_cut_at_the_union_of_the_boundaries() {
-        let (lens, offsets) = ([300, 100], [0, 300]);
-        let a = make_chunks(&lens, &offsets, 128);
-        let b = make_chunks(&lens, &offsets, 192);
+        let (lens, starts, offsets) = ([300, 100], [0, 0], [0, 300]);
+        let a = make_chunks(&lens, &starts, &offsets, 128, 1);
+        let b = make_chunks(&lens, &starts, &offsets, 192, 1);
         let p = pieces(&[operand(&a), operand(&b)]);
         let cuts: Vec<(u64, u64)> = p.iter().map(|p| (p.global, p.len)).collect();
         assert_eq!(
@@ -430,5 +485,29 @@ mod tests {
         // Equal chunkings: the chunks themselves.
         let same = pieces(&[operand(&a), operand(&a)]);
         assert_eq!(same.len(), a.len());
+    }
+
+    /// A range that starts off the alignment: its first chunk ends at the next aligned element
+    /// less than a chunk past the aligned start, so every chunk bound from its aligned start spans
+    /// at most the chunk length.
+    #[test]
+    fn unaligned_ranges_chunk_within_the_binding_limit() {
+        let c = make_chunks(&[300, 5], &[70, 3], &[0, 300], 128, 64);
+        let got: Vec<(usize, u64, u64, u64)> = c
+            .iter()
+            .map(|c| (c.part, c.first, c.len, c.global))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 70, 122, 0),
+                (0, 192, 128, 122),
+                (0, 320, 50, 250),
+                (1, 3, 5, 300)
+            ]
+        );
+        for c in &c {
+            assert!(c.first % 64 + c.len <= 128, "{c:?}");
+        }
     }
 }

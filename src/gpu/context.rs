@@ -35,7 +35,8 @@ pub(crate) struct GpuInner {
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
     pub(crate) layouts: Layouts,
-    pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    /// Keyed by kernel and whether it is the shifted variant (`ZOGRAD_SHIFTED`).
+    pipelines: Mutex<HashMap<(Kernel, bool), wgpu::ComputePipeline>>,
     modules: Mutex<HashMap<super::shaders::Family, wgpu::ShaderModule>>,
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -319,9 +320,14 @@ impl Gpu {
         out
     }
 
-    /// The cached pipeline of `kernel`, compiled on first use.
-    pub(crate) fn pipeline(&self, kernel: Kernel) -> Result<wgpu::ComputePipeline> {
-        if let Some(p) = lock(&self.inner.pipelines).get(&kernel) {
+    /// The cached pipeline of `kernel`, compiled on first use, built with `ZOGRAD_SHIFTED = shifted` (the variant that
+    /// honours the launch's binding shifts; see `shaders/common.wgsl`).
+    pub(crate) fn pipeline_variant(
+        &self,
+        kernel: Kernel,
+        shifted: bool,
+    ) -> Result<wgpu::ComputePipeline> {
+        if let Some(p) = lock(&self.inner.pipelines).get(&(kernel, shifted)) {
             return Ok(p.clone());
         }
         let family = kernel.family();
@@ -345,6 +351,10 @@ impl Gpu {
             }
         };
         let layout = self.inner.layouts.pipeline_layout(kernel.layout());
+        let mut constants = kernel.constants().to_vec();
+        if shifted {
+            constants.push(("ZOGRAD_SHIFTED", 1.0));
+        }
         let pipeline = self.scoped(|| {
             Ok(self
                 .inner
@@ -355,13 +365,13 @@ impl Gpu {
                     module: &module,
                     entry_point: Some(kernel.entry()),
                     compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: kernel.constants(),
+                        constants: &constants,
                         ..wgpu::PipelineCompilationOptions::default()
                     },
                     cache: None,
                 }))
         })?;
-        lock(&self.inner.pipelines).insert(kernel, pipeline.clone());
+        lock(&self.inner.pipelines).insert((kernel, shifted), pipeline.clone());
         Ok(pipeline)
     }
 

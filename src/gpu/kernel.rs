@@ -28,6 +28,13 @@ pub(crate) enum Kernel {
     Dot,
     /// `y ← y + w·(x − y)`: the running mean of iterate averaging.
     Lerp,
+    /// The kernels that move parameters with per-element scales (`Params::set_scales`): the
+    /// scales at the last storage binding, bound over the same range as the destination.
+    PerturbRademacherScaled,
+    PerturbQuadScaled,
+    AccumulateRademacherScaled,
+    AccumulateQuadScaled,
+    AxpyScaled,
 }
 
 /// The binding shapes: a dynamic-offset uniform at binding 0, then one read-write storage
@@ -122,7 +129,7 @@ const fn row(
 /// accumulate 256 threads of 64 elements (two Philox words each), the dot product 256 threads of 64 elements
 /// (`DOT_PER_THREAD` in `shaders/reduce.wgsl`), quad kernels 256 blocks of 4, elementwise
 /// kernels and the sphere norms 1024 elements.
-pub(crate) const KERNELS: [KernelSpec; 16] = {
+pub(crate) const KERNELS: [KernelSpec; 21] = {
     use Family as F;
     use Kernel as K;
     use LayoutKind as L;
@@ -184,6 +191,46 @@ pub(crate) const KERNELS: [KernelSpec; 16] = {
         row(K::SphereSumsq, F::Reduce, "sphere_sumsq", L::One, 1024, 4),
         row(K::Dot, F::Reduce, "dot_product", L::Three, 16384, 1),
         row(K::Lerp, F::Elementwise, "lerp", L::Two, 1024, 1),
+        row(
+            K::PerturbRademacherScaled,
+            F::Perturb,
+            "perturb_rademacher_scaled",
+            L::Two,
+            32768,
+            128,
+        ),
+        row(
+            K::PerturbQuadScaled,
+            F::Perturb,
+            "perturb_quad_scaled",
+            L::Two,
+            1024,
+            4,
+        ),
+        row(
+            K::AccumulateRademacherScaled,
+            F::Accumulate,
+            "accumulate_rademacher_scaled",
+            L::Three,
+            16384,
+            64,
+        ),
+        row(
+            K::AccumulateQuadScaled,
+            F::Accumulate,
+            "accumulate_quad_scaled",
+            L::Three,
+            1024,
+            4,
+        ),
+        row(
+            K::AxpyScaled,
+            F::Elementwise,
+            "axpy_scaled",
+            L::Three,
+            1024,
+            1,
+        ),
     ]
 };
 

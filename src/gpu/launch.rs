@@ -9,7 +9,7 @@ use super::kernel::Kernel;
 use crate::{Error, Result};
 
 /// Bytes of [`Launch`] (the WGSL `Launch` struct in `shaders/common.wgsl`).
-pub(crate) const LAUNCH_BYTES: u64 = 80;
+pub(crate) const LAUNCH_BYTES: u64 = 96;
 
 /// The per-chunk launch uniform; mirrors `struct Launch` in `shaders/common.wgsl`.
 #[repr(C)]
@@ -33,6 +33,10 @@ pub(crate) struct Launch {
     /// multiplier of the accumulated buffer in accumulate.
     pub coef: [f32; 4],
     pub coef2: [f32; 4],
+    /// Per storage binding (binding 1 + k), the element its range starts at inside the bound
+    /// range: a range that starts at an element the adapter's storage offset alignment does not
+    /// allow is bound from the aligned offset below it and the kernel adds the shift.
+    pub shift: [u32; 4],
 }
 
 const _: () = assert!(std::mem::size_of::<Launch>() as u64 == LAUNCH_BYTES);
@@ -78,6 +82,12 @@ impl Launch {
     pub(crate) fn grid(&self) -> (u32, u32) {
         (self.groups_x, self.n_groups.div_ceil(self.groups_x))
     }
+}
+
+/// Whether any of `launches` binds a range off the storage alignment (a non-zero shift): those
+/// run the kernel's shifted pipeline, all others the plain one.
+fn shifted(launches: &[(Launch, &wgpu::BindGroup)]) -> bool {
+    launches.iter().any(|(l, _)| l.shift != [0; 4])
 }
 
 /// A uniform buffer of `capacity` slots of `slot_bytes` each, every slot aligned for dynamic
@@ -146,7 +156,7 @@ impl Slots {
         kernel: Kernel,
         launches: &[(Launch, &wgpu::BindGroup)],
     ) -> Result<()> {
-        let pipeline = gpu.pipeline(kernel)?;
+        let pipeline = gpu.pipeline_variant(kernel, shifted(launches))?;
         gpu.scoped(|| {
             let encoder = self.record(gpu, kernel, &pipeline, launches);
             gpu.queue().submit([encoder.finish()]);
@@ -163,7 +173,7 @@ impl Slots {
         kernel: Kernel,
         launches: &[(Launch, &wgpu::BindGroup)],
     ) -> Result<wgpu::CommandEncoder> {
-        let pipeline = gpu.pipeline(kernel)?;
+        let pipeline = gpu.pipeline_variant(kernel, shifted(launches))?;
         gpu.scoped(|| Ok(self.record(gpu, kernel, &pipeline, launches)))
     }
 
