@@ -38,7 +38,7 @@ use crate::Error;
 /// assert_eq!(f, Formula::Central);
 /// assert_eq!(f.offsets(), &[1, -1]);
 /// // D for f(x) = x² at x = 1 with h = 0.5: (1.5² − 0.5²)/1 = 2
-/// assert_eq!(f.combine(None, &[2.25, 0.25], 0.5), 2.0);
+/// assert_eq!(f.combine(None, &[2.25, 0.25], 0.5)?, 2.0);
 /// # Ok::<(), zograd::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
