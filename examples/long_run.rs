@@ -2,7 +2,9 @@
 //! A long run with a budget, a checkpoint every 100 steps, and a resume: run it, interrupt it
 //! (Ctrl-C) and run it again; it continues from the last checkpoint, bit for bit as if it had
 //! never stopped. `cargo run --release --example long_run` (delete `long_run.*.safetensors` in
-//! the temporary directory to start over).
+//! the temporary directory to start over). `-- --seed N` fixes the directions' seed (without it
+//! a fresh run draws one from the OS; either way it is saved in the checkpoint), so that an
+//! interrupted and resumed run can be compared with an uninterrupted one.
 
 use std::time::Duration;
 
@@ -28,7 +30,26 @@ fn main() -> zograd::Result<()> {
     } else {
         Params::from_slices(&gpu, &[&[0.0f32; 1000][..]])?
     };
-    let mut opt = Optimizer::new(&gpu, &x, Spsa::new().h(1e-3).n_samples(4))?
+    let args: Vec<String> = std::env::args().collect();
+    let seed = match args.iter().position(|a| a == "--seed") {
+        Some(i) => Some(
+            args.get(i + 1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    zograd::Error::InvalidArgument(format!(
+                        "--seed: needs a number, got {:?}",
+                        args.get(i + 1)
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let spsa = Spsa::new().h(1e-3).n_samples(4);
+    let spsa = match seed {
+        Some(seed) => spsa.seed(seed),
+        None => spsa,
+    };
+    let mut opt = Optimizer::new(&gpu, &x, spsa)?
         .then(Adam::new())
         .then(Lr::new(1e-2));
     if resume {
