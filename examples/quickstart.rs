@@ -16,8 +16,8 @@ use zograd::approx::MeZo;
 use zograd::optim::{Lr, Optimizer};
 use zograd::{Binding, Gpu, Params, ShaderObjective};
 
-const M: usize = 4096; // samples
-const D: usize = 128; // features
+pub const M: usize = 4096; // samples
+pub const D: usize = 128; // features
 const WG: u32 = 256;
 
 /// The user's loss shader: one thread per sample, a workgroup tree sum, then one workgroup adds
@@ -65,7 +65,12 @@ fn total() {
 
 /// The loss as a [`ShaderObjective`]: the data and the parameter buffers bound once, two passes,
 /// the loss read from `partial[0]`.
-fn least_squares(gpu: &Gpu, a: &[f32], b: &[f32], x: &Params) -> zograd::Result<ShaderObjective> {
+pub fn least_squares(
+    gpu: &Gpu,
+    a: &[f32],
+    b: &[f32],
+    x: &Params,
+) -> zograd::Result<ShaderObjective> {
     use wgpu::util::DeviceExt;
     let d = gpu.device();
     let init = |label, contents: &[u8], usage| {
@@ -98,6 +103,19 @@ fn least_squares(gpu: &Gpu, a: &[f32], b: &[f32], x: &Params) -> zograd::Result<
         &[("residuals", [groups, 1, 1]), ("total", [1, 1, 1])],
         (&partial, 0),
     )
+}
+
+/// Synthetic data from zograd's own generator: unit-variance features A (m × d, row-major), a
+/// hidden model and noise, b = A·w + 0.3 + noise.
+pub fn data() -> (Vec<f32>, Vec<f32>) {
+    let z =
+        |seed, i| zograd::rng::perturbation(zograd::Distribution::Uniform, seed, 0, 0, i as u64);
+    let a: Vec<f32> = (0..M * D).map(|i| z(1, i)).collect();
+    let w_true: Vec<f32> = (0..D).map(|i| 0.5 * z(2, i)).collect();
+    let b: Vec<f32> = (0..M)
+        .map(|j| (0..D).map(|k| a[j * D + k] * w_true[k]).sum::<f32>() + 0.3 + 0.1 * z(3, j))
+        .collect();
+    (a, b)
 }
 
 /// The exact least-squares optimum's loss, from the normal equations in f64 (Cholesky).
@@ -149,14 +167,7 @@ fn main() -> zograd::Result<()> {
     let info = gpu.adapter_info();
     println!("adapter: {} ({:?})", info.name, info.backend);
 
-    // Synthetic data from zograd's own generator: unit-variance features, a hidden model, noise.
-    let z =
-        |seed, i| zograd::rng::perturbation(zograd::Distribution::Uniform, seed, 0, 0, i as u64);
-    let a: Vec<f32> = (0..M * D).map(|i| z(1, i)).collect();
-    let w_true: Vec<f32> = (0..D).map(|i| 0.5 * z(2, i)).collect();
-    let b: Vec<f32> = (0..M)
-        .map(|j| (0..D).map(|k| a[j * D + k] * w_true[k]).sum::<f32>() + 0.3 + 0.1 * z(3, j))
-        .collect();
+    let (a, b) = data();
 
     // The parameters: weights and bias, two GPU buffers, starting at zero.
     let mut x = Params::from_slices(&gpu, &[&vec![0.0f32; D][..], &[0.0f32][..]])?;
