@@ -7,6 +7,7 @@
 //! cargo run --release --example bench_report                    # the full report, a few minutes on lavapipe
 //! cargo run --release --example bench_report -- --quick         # n up to 10⁶ only
 //! WGPU_BACKEND=gl cargo run --release --example bench_report    # another backend
+//! cargo run --release --example bench_report -- --host-overhead # section 4 only, printed
 //! ```
 //!
 //! It prints markdown tables and writes them, a CSV of the step times (`steps.csv`, read by
@@ -23,7 +24,9 @@
 //!    for both losses plus one fused read-modify-write of x, at the copy kernel's bandwidth
 //!    (1.5 × the copy time of n elements).
 //! 3. **Populations**: Spsa with S = 16 and 64 at n = 10⁶, batched vs one point at a time.
-//! 4. **Host overhead**: MeZo steps per second at n = 1000 and microseconds per evaluation.
+//! 4. **Host overhead**: MeZo steps per second at n = 1000 with a closure, a
+//!    [`zograd::ShaderObjective`] and a [`zograd::BatchObjective`] loss, microseconds per
+//!    evaluation, per kernel launch (one submission) and per one-f32 readback.
 
 #[path = "support/sphere_loss.rs"]
 mod sphere_loss;
@@ -329,20 +332,55 @@ fn host_overhead(gpu: &Gpu, report: &mut String) -> Result<()> {
     let budget = Duration::from_millis(700);
     let mut mezo = Optimizer::new(gpu, &x, MeZo::new().seed(1))?.then(Lr::new(1e-3));
     let t = time(gpu, budget, || mezo.step(&mut x, &mut loss).map(|_| ()))?;
-    let mut virt = SphereLoss::new(gpu, &x, 2)?.batched;
+    let SphereLoss {
+        batched: mut virt,
+        mut plain,
+    } = SphereLoss::new(gpu, &x, 2)?;
     let mut mezo_v = Optimizer::new(gpu, &x, MeZo::new().seed(1))?.then(Lr::new(1e-3));
     let tv = time(gpu, budget, || mezo_v.step(&mut x, &mut virt).map(|_| ()))?;
+    let mut mezo_s = Optimizer::new(gpu, &x, MeZo::new().seed(1))?.then(Lr::new(1e-3));
+    let ts = time(gpu, budget, || {
+        mezo_s.step(&mut x, &mut OneAtATime(&mut plain)).map(|_| ())
+    })?;
+    // One kernel launch (a perturbation of the n = 1000 parameters): one uniform write and one
+    // submission, nothing waits; the timer's final wait is shared by all calls of a round.
+    let dir = Direction {
+        seed: 7,
+        step: 0,
+        sample: 0,
+        distribution: Distribution::Rademacher,
+    };
+    let t_submit = time(gpu, budget, || perturb(&mut x, &dir, 0.0))?;
+    // One empty submission (an encoder with nothing recorded): the queue's own cost.
+    let t_empty = time(gpu, budget, || {
+        let encoder = gpu.device().create_command_encoder(&Default::default());
+        gpu.queue().submit([encoder.finish()]);
+        Ok(())
+    })?;
+    // One readback of one f32 (copy into staging, map, one blocking poll).
+    let buffer = x.buffers()[0].clone();
+    let t_read = time(gpu, budget, || gpu.read_f32s(&buffer, 0, 1).map(|_| ()))?;
     writeln!(
         report,
         "\n## Host overhead (n = 1000)\n\n| objective | MeZo steps per second | readbacks per step | µs per step | µs per evaluation |\n|---|---|---|---|---|\n\
          | closure (`dot`, one reduction) | {:.0} | 2 | {:.0} | {:.0} |\n\
-         | virtual (`BatchObjective`, both points in one pass) | {:.0} | 1 | {:.0} | {:.0} |",
+         | `ShaderObjective` (one pass, one point at a time) | {:.0} | 2 | {:.0} | {:.0} |\n\
+         | virtual (`BatchObjective`, both points in one pass) | {:.0} | 1 | {:.0} | {:.0} |\n\n\
+         One kernel launch (uniform write + submission, no wait): {:.1} µs; one empty submission: \
+         {:.1} µs. One readback of one \
+         f32 (copy, map, blocking poll): {:.1} µs.",
         1.0 / t,
         t * 1e6,
         t * 1e6 / 2.0,
+        1.0 / ts,
+        ts * 1e6,
+        ts * 1e6 / 2.0,
         1.0 / tv,
         tv * 1e6,
-        tv * 1e6 / 2.0
+        tv * 1e6 / 2.0,
+        t_submit * 1e6,
+        t_empty * 1e6,
+        t_read * 1e6,
     )
     .unwrap();
     Ok(())
@@ -426,6 +464,11 @@ fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     eprintln!("adapter: {adapter}");
+    if std::env::args().any(|a| a == "--host-overhead") {
+        host_overhead(&gpu, &mut report)?;
+        print!("{report}");
+        return Ok(());
+    }
 
     let big = if quick { 1_000_000 } else { 16_000_000 };
     let mut bw_sizes = vec![1_000_000, big];
