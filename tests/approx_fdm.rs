@@ -6,7 +6,6 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
 use zograd::approx::{Coordinate, Estimate, Fdm, Formula, GradApproximator, Objective};
 use zograd::{Error, Params, Result};
 
@@ -68,36 +67,18 @@ fn function(name: &str) -> fn(&[f32]) -> f32 {
     }
 }
 
-fn reference() -> Vec<Value> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/torchzero_fdm.json"
-    ))
-    .expect("tests/data/torchzero_fdm.json");
-    let v: Value = serde_json::from_str(&text).expect("valid JSON");
-    v["cases"].as_array().expect("cases").clone()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect()
-}
-
 #[test]
 fn fdm_matches_torchzero_reference_cases() {
     let gpu = common::gpu();
-    let cases = reference();
+    let cases = common::reference_cases("torchzero_fdm.json");
     assert_eq!(cases.len(), 36, "the reference file has 36 cases");
     let mut worst = 0.0f64;
     for case in &cases {
         let name = case["function"].as_str().unwrap();
         let formula: Formula = case["formula"].as_str().unwrap().parse().unwrap();
         let h = case["h"].as_f64().unwrap() as f32;
-        let x0 = floats(&case["x0"]);
-        let want = floats(&case["grad"]);
+        let x0 = common::floats(&case["x0"]);
+        let want = common::floats(&case["grad"]);
         let f = function(name);
         // Split into two buffers: Fdm works in global order across buffers.
         let mut x = Params::from_slices(&gpu, &common::split(&x0, &[1])).unwrap();

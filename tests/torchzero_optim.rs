@@ -8,7 +8,6 @@
 mod common;
 
 use common::gpu;
-use serde_json::Value;
 use zograd::approx::{Fdm, RandomizedFdm};
 use zograd::optim::{
     Adam, Backtracking, EmaInit, HeavyBall, Hvp, Lr, NewtonCg, Optimizer, WeightDecay,
@@ -102,24 +101,6 @@ fn chain(name: &str, g: &Gpu, x: &Params) -> Optimizer {
     }
 }
 
-fn reference() -> Vec<Value> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/torchzero_optim.json"
-    ))
-    .expect("tests/data/torchzero_optim.json");
-    let v: Value = serde_json::from_str(&text).expect("valid JSON");
-    v["cases"].as_array().expect("cases").clone()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect()
-}
-
 /// Every reference chain, step by step: zograd's x after each step within
 /// `TOL·(1 + |x|)` of torchzero's.
 ///
@@ -135,20 +116,20 @@ fn floats(v: &Value) -> Vec<f32> {
 fn modules_match_torchzero_step_by_step() {
     const TOL: f32 = 5e-4;
     let g = gpu();
-    let cases = reference();
+    let cases = common::reference_cases("torchzero_optim.json");
     assert_eq!(cases.len(), 16, "the reference file has 16 cases");
     let mut worst = (0.0f32, String::new());
     let mut failures = Vec::new();
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let f = function(case["function"].as_str().unwrap());
-        let x0 = floats(&case["x0"]);
+        let x0 = common::floats(&case["x0"]);
         let mut x = Params::from_slices(&g, &[&x0[..]]).unwrap();
         let mut opt = chain(name, &g, &x);
         let mut loss = |p: &Params| -> Result<f32> { Ok(f(&p.to_vec()?)) };
         let mut case_worst = 0.0f32;
         for (k, want) in case["x"].as_array().unwrap().iter().enumerate() {
-            let want = floats(want);
+            let want = common::floats(want);
             opt.step(&mut x, &mut loss).unwrap();
             let got = x.to_vec().unwrap();
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {

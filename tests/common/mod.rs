@@ -97,3 +97,21 @@ pub fn invalid_naming<T: std::fmt::Debug>(r: zograd::Result<T>, words: &[&str]) 
         other => panic!("expected InvalidArgument naming {words:?}, got {other:?}"),
     }
 }
+
+/// The `cases` of a JSON file of reference output in `tests/data/` (written by the scripts
+/// there from torchzero's own runs).
+pub fn reference_cases(file: &str) -> Vec<serde_json::Value> {
+    let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    v["cases"].as_array().expect("cases").clone()
+}
+
+/// A JSON array of numbers as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
