@@ -81,6 +81,18 @@ fn install() {
     });
 }
 
+/// The tests of this binary share one `Gpu` (`common::gpu`), and with it its staging-buffer
+/// pool and bind-group cache: a readback on another test's thread can hold the staging buffer
+/// this thread would reuse, which makes this thread create one. The counts are per thread but
+/// those pools are not, so the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the turn of the calling test until it returns (a failed test's poisoned turn is
+/// still handed on).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The wgpu calls `f` makes on this thread.
 fn count(f: impl FnOnce()) -> BTreeMap<&'static str, u32> {
     install();
@@ -132,6 +144,7 @@ fn batch_loss(gpu: &zograd::Gpu, x: &Params) -> BatchObjective {
 
 #[test]
 fn optimiser_steps_create_nothing_and_wait_once_per_readback() {
+    let _turn = serial();
     let gpu = common::gpu();
     let data = common::data(3, 1000);
     let mut x = Params::from_slices(&gpu, &[&data[..]]).unwrap();
@@ -244,6 +257,7 @@ fn optimiser_steps_create_nothing_and_wait_once_per_readback() {
 /// value is checked against an f64 recomputation so the objective is really evaluated.
 #[test]
 fn shader_objective_mezo_step_submissions() {
+    let _turn = serial();
     let gpu = common::gpu();
     let data = common::data(5, 1000);
     let mut x = Params::from_slices(&gpu, &[&data[..]]).unwrap();
@@ -295,6 +309,7 @@ fn shader_objective_mezo_step_submissions() {
 /// optimiser step, where each evaluation runs inside zograd's error scopes.
 #[test]
 fn recording_closures_submit_once_per_evaluation() {
+    let _turn = serial();
     let gpu = common::gpu();
     let data = common::data(5, 257);
     let mut x = Params::from_slices(&gpu, &[&data[..]]).unwrap();
@@ -394,6 +409,7 @@ fn recording_closures_submit_once_per_evaluation() {
 /// evaluation one map and one wait.
 #[test]
 fn scaled_sub_range_steps_create_nothing() {
+    let _turn = serial();
     let gpu = common::gpu();
     let block = gpu.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("user block"),
