@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{Optimizer, StepReport};
-use crate::approx::Coordinate;
+use crate::approx::{Coordinate, Evaluation};
 use crate::kernels::copy;
 use crate::kernels::Direction;
 use crate::{Error, Objective, Params, Result};
@@ -125,8 +125,30 @@ impl Objective for Budgeted<'_> {
         self.take(1)?;
         self.inner.loss(params)
     }
+    fn loss_at(&mut self, params: &Params, at: &Evaluation) -> Result<f32> {
+        self.take(1)?;
+        self.inner.loss_at(params, at)
+    }
     fn has_batch(&self) -> bool {
         self.inner.has_batch()
+    }
+    fn loss_batch_at(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.take(points.len() as u64)?;
+        self.inner.loss_batch_at(params, points, at)
+    }
+    fn loss_batch_coords_at(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.take(points.len() as u64)?;
+        self.inner.loss_batch_coords_at(params, points, at)
     }
     fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
         self.take(points.len() as u64)?;
