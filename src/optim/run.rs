@@ -44,6 +44,8 @@ pub enum Control {
 pub struct Summary {
     /// Steps taken in this run.
     pub steps: u64,
+    /// Steps of this run rejected by [`Optimizer::blocking`] (counted in `steps` too).
+    pub rejected: u64,
     /// Objective evaluations in this run (the steps' [`StepReport::evaluations`], plus those of
     /// a step refused by the evaluation budget, see [`Run::max_evaluations`]).
     pub evaluations: u64,
@@ -331,6 +333,7 @@ impl<'r> Run<'r> {
         let mut prev = None;
         let mut summary = Summary {
             steps: 0,
+            rejected: 0,
             evaluations: 0,
             best: None,
             last: None,
@@ -360,6 +363,7 @@ impl<'r> Run<'r> {
                 Err(e) => return Err(e),
             };
             summary.steps += 1;
+            summary.rejected += u64::from(!report.accepted);
             summary.last = Some(report);
             widest = widest.max(u64::from(report.evaluations));
             let measured = report.loss.or(report.loss_approx);
