@@ -125,10 +125,7 @@ impl MeZo {
         keep_last: bool,
     ) -> Result<Terms> {
         let dirs = self.begin(call, grad, true)?;
-        let plans: Vec<Sample<'_>> = dirs
-            .iter()
-            .map(|d| Sample::new(*d, self.set.h))
-            .collect();
+        let plans: Vec<Sample<'_>> = dirs.iter().map(|d| Sample::new(*d, self.set.h)).collect();
         let diffs = evaluate(&self.set, &mut self.saved, &plans, call, keep_last)?;
         let terms = self.terms(&dirs, &diffs.derivatives);
         Ok((diffs.estimate, terms, diffs.left_at))

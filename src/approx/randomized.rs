@@ -211,10 +211,7 @@ impl Kind for RandomizedKind {
                 .zip(&dirs)
                 .map(|(v, d)| Sample::stored(v, *d, h))
                 .collect(),
-            None => dirs
-                .iter()
-                .map(|d| Sample::new(*d, h))
-                .collect(),
+            None => dirs.iter().map(|d| Sample::new(*d, h)).collect(),
         };
         let diffs = evaluate(&s.set, &mut s.saved, &plans, &mut call, false)?;
         match &s.kind.momentum {
