@@ -389,3 +389,86 @@ fn crn_cuts_the_variance_of_spsa_tenfold_with_the_same_mean() {
     eprintln!("CRN variance ratio (BatchObjective, n = {n}, σ = {sigma}, h = {h}): {ratio:.1}");
     assert!(ratio >= 10.0, "variance ratio {ratio}");
 }
+
+/// Passes `loss_batch_at` on to a `BatchObjective` and records the identities.
+struct RecordBatch {
+    inner: zograd::BatchObjective,
+    seen: Vec<Evaluation>,
+}
+
+impl Objective for RecordBatch {
+    fn loss(&mut self, p: &Params) -> Result<f32> {
+        self.inner.loss(p)
+    }
+    fn has_batch(&self) -> bool {
+        true
+    }
+    fn loss_batch_at(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.seen.extend_from_slice(at);
+        self.inner.loss_batch_at(params, points, at)
+    }
+}
+
+/// A `BatchObjective`'s shader sees each point's CRN seed through `zograd_crn_seed(p)`: the
+/// value the estimator hands `loss_batch_at` for that point (here the shader returns the 24
+/// top bits of lo ^ hi, exact in f32).
+#[test]
+fn batch_shaders_see_the_crn_seed() {
+    let gpu = gpu();
+    let mut x = Params::from_slices(&gpu, &[&[0.5f32; 8][..]]).unwrap();
+    let wgsl = "
+        @group(0) @binding(0) var<storage, read> x: array<f32>;
+        @compute @workgroup_size(1)
+        fn main(@builtin(workgroup_id) wg: vec3<u32>) {
+            let c = zograd_crn_seed(wg.z);
+            zograd_set_loss(wg.z, f32((c.x ^ c.y) >> 8u) + 0.0 * x[0]);
+        }";
+    let inner = zograd::BatchObjective::new(
+        &gpu,
+        wgsl,
+        &[zograd::Binding::Read(&x.buffers()[0])],
+        &[("main", zograd::Workgroups::PerPoint([1, 1]))],
+        16,
+    )
+    .unwrap();
+    let mut obj = RecordBatch {
+        inner,
+        seen: Vec::new(),
+    };
+    let mut g = x.zeros_like().unwrap();
+    let seed = 0xFEED_0000_0001_u64;
+    let mut est = Spsa::new().n_samples(4).seed(seed);
+    est.pre_step();
+    est.pre_step();
+    est.approximate(&gpu, &mut x, &mut obj, &mut g).unwrap();
+    assert_eq!(obj.seen.len(), 8);
+    let values = obj
+        .inner
+        .evaluate_points(
+            8,
+            &obj.seen
+                .iter()
+                .map(|e| {
+                    let d = Direction {
+                        distribution: zograd::Distribution::Rademacher,
+                        seed,
+                        step: e.step,
+                        sample: e.sample as u32,
+                    };
+                    (d, e.offset as f32 * 1e-3)
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    for (e, v) in obj.seen.iter().zip(values) {
+        let c = pair_seed(seed, 2, e.sample);
+        assert_eq!(e.crn_seed, c);
+        let want = ((c as u32 ^ (c >> 32) as u32) >> 8) as f32;
+        assert_eq!(v, want, "{e:?}");
+    }
+}
