@@ -25,9 +25,10 @@ use crate::{Error, Objective, Params, Result};
 ///
 /// **Where f(x) comes from.** The step's own f(x) when the step knows it
 /// ([`StepReport::loss`]: [`Optimizer::measure_loss`], an estimator whose formula uses f₀, a
-/// line search), else the last accepted f(x_new) — which is an evaluation at the current x,
-/// since a rejected step leaves x where it was (Qiskit keeps the previous accepted value the
-/// same way). The first step of a run with a given tolerance measures f(x₀) once, as
+/// line search), else the latest value of f at the current x: the last accepted f(x_new) —
+/// a rejected step leaves x where it was, so that is still f at x (Qiskit keeps the previous
+/// accepted value the same way) — or, after a rejected step that knew its own f(x), that
+/// value. The first step of a run with a given tolerance measures f(x₀) once, as
 /// [`Optimizer::measure_loss`] does (and hands it to the estimator as f₀); after
 /// [`calibrate`](Blocking::calibrate) the reference is f̄. Every evaluation is counted in
 /// [`StepReport::evaluations`]: the k calibration evaluations (first step), the f(x₀) of the
@@ -39,10 +40,19 @@ use crate::{Error, Objective, Params, Result};
 /// needs this copy). The modules' state is rolled back too ([`Transform::checkpoint`] /
 /// [`Transform::rollback`](super::Transform::rollback), with
 /// [`Optimizer::checkpoints`]`(true)`, the default): momentum and Adam's moments and step count
-/// are as if the step had not run (with `checkpoints(false)` they advance). The step counters
+/// are as if the step had not run (with `checkpoints(false)` they advance). That costs one copy
+/// of each module's state buffers per step. The step counters
 /// advance — the optimiser's, and the approximator's, so the next step draws new directions as
 /// Qiskit's next iteration does (retrying the same directions would repeat a rejection on a
-/// deterministic objective). A NaN or infinite f(x_new) rejects the step.
+/// deterministic objective). A NaN or infinite f(x_new) rejects the step. Iterate averaging
+/// ([`Optimizer::average_from`]) folds in x after every step, rejected or not.
+///
+/// **Composition.** Blocking works with every approximator and chain, the fused MeZO step
+/// included (the step stays one pass; the copy of x is the only n-sized buffer). The
+/// evaluations at x_new (and the calibration's) go through [`Objective::loss`], without an
+/// [`Evaluation`](crate::Evaluation): they get independent noise, not common random numbers.
+/// With [`Run::max_evaluations`](super::Run::max_evaluations), the first step's k calibration
+/// evaluations count towards the widest step the budget reserves for.
 ///
 /// It is an option of the optimiser rather than a [`Transform`]: a module transforms the update
 /// before x ← x − update, while this test needs x after the update, the copy of x from before
