@@ -472,3 +472,60 @@ fn batch_shaders_see_the_crn_seed() {
         assert_eq!(v, want, "{e:?}");
     }
 }
+
+/// Fdm with common random numbers: additive noise cancels in each element's central
+/// difference, so the estimate of a noisy sphere's gradient is the noise-free 2x up to the f32
+/// rounding of the values (|f| < 1, over 2h); without CRN the noise adds
+/// about σ/(√2·h) = 3.5 per element. Point by point and batched (loss_batch_coords_at).
+#[test]
+fn fdm_with_crn_cancels_additive_noise() {
+    let gpu = gpu();
+    let xs: Vec<f32> = common::data(8, 12).iter().map(|v| v * 0.5).collect();
+    let mut x = Params::from_slices(&gpu, &[&xs[..]]).unwrap();
+    let mut g = x.zeros_like().unwrap();
+    let sphere = |p: &Params| -> Result<f32> {
+        Ok(p.to_vec()?
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>() as f32)
+    };
+    let (h, sigma) = (0.01f32, 0.05);
+    for batch in [false, true] {
+        for crn in [true, false] {
+            let mut fdm = Fdm::new().h(h).seed(3).batch_size(5);
+            fdm.pre_step();
+            let noisy = Noisy::new(sphere, sigma, 0.0, 17)
+                .unwrap()
+                .common_random_numbers(crn);
+            if batch {
+                // Noisy passes has_batch through: a batching inner objective.
+                let mut wrapped = Noisy::new(Recorder::new(true), sigma, 0.0, 17)
+                    .unwrap()
+                    .common_random_numbers(crn);
+                fdm.approximate(&gpu, &mut x, &mut wrapped, &mut g).unwrap();
+                let seen = &wrapped.inner().seen;
+                assert_eq!(seen.len(), 24, "loss_batch_coords_at got every point");
+            } else {
+                let mut noisy = noisy;
+                fdm.approximate(&gpu, &mut x, &mut noisy, &mut g).unwrap();
+            }
+            let worst = g
+                .to_vec()
+                .unwrap()
+                .iter()
+                .zip(&xs)
+                .map(|(gi, xi)| (f64::from(*gi) - 2.0 * f64::from(*xi)).abs())
+                .fold(0.0, f64::max);
+            if crn {
+                // No truncation error for a quadratic; what is left is the f32 rounding of the
+                // two values (|f| < 1; the batched Recorder sums in f32) over 2h: below 1e-4.
+                assert!(worst < 1e-4, "batch {batch}: CRN error {worst}");
+            } else {
+                assert!(
+                    worst > 0.5,
+                    "batch {batch}: independent noise error {worst}"
+                );
+            }
+        }
+    }
+}
