@@ -241,7 +241,8 @@ pub trait Transform: Send + fmt::Debug + std::any::Any {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepReport {
     /// f(x) at the step's start point, when the step evaluated it: formulas that use f₀, line
-    /// searches, or [`Optimizer::measure_loss`]. `None` for a central estimate without any of
+    /// searches, [`Optimizer::measure_loss`], or the first step of
+    /// [`Optimizer::blocking`] with a given tolerance (its reference f(x₀)). `None` for a central estimate without any of
     /// these (it never evaluates f at x itself).
     pub loss: Option<f32>,
     /// An approximation of f(x) before the step: [`loss`](StepReport::loss) when known, else
