@@ -65,6 +65,16 @@ fn zograd_dz(p: u32, index: vec2<u32>) -> f32 {
     return pt.scale * zograd_z(zograd_batch.dist, zograd_batch.seed, zograd_batch.step, pt.sample, index);
 }
 
+/// The common-random-numbers seed of point p as (lo, hi): words 0 and 1 of Philox at counter
+/// (sample_p, 0, step, 0x43524E00) with the batch's key, the `crn_seed` of the point's
+/// `zograd::Evaluation` (`Evaluation::pair_seed`). The points of one sample share it; draw a
+/// simulation's noise from it for common random numbers. (The unperturbed point of
+/// `BatchObjective::evaluate` has no estimator identity: seed, step and sample 0.)
+fn zograd_crn_seed(p: u32) -> vec2<u32> {
+    let ctr = vec4<u32>(zograd_point(p).sample, 0u, zograd_batch.step, 0x43524E00u);
+    return zograd_philox(ctr, zograd_batch.seed).xy;
+}
+
 /// Stores the loss of point p (read back after the last pass).
 fn zograd_set_loss(p: u32, value: f32) {
     zograd_losses[zograd_batch.first + p] = value;

@@ -57,6 +57,7 @@ pub enum Workgroups {
 /// | `zograd_point_block(p, block: vec2<u32>) -> vec4<u32>` | point p's Philox block (Rademacher: block i/128, 128 signs; others: block i/4, 4 values) |
 /// | `zograd_rademacher(out, j) -> f32` | ±1 of element j (0‥127) of a Rademacher block |
 /// | `zograd_quad(out) -> vec4<f32>` | the 4 values of a Gaussian / uniform block |
+/// | `zograd_crn_seed(p) -> vec2<u32>` | point p's common-random-numbers seed (lo, hi): [`Evaluation::crn_seed`](crate::Evaluation::crn_seed), the same for the points of one sample |
 /// | `zograd_set_loss(p, value)` | stores the loss of point p |
 ///
 /// All points of one dispatch share the distribution, seed and step (`zograd_batch.dist` is
@@ -367,7 +368,7 @@ mod tests {
         let src = format!(
             "{}\n{}\n@compute @workgroup_size(1) fn main() {{\n\
              let b = zograd_point_block(0u, vec2<u32>(0u, 0u));\n\
-             zograd_set_loss(0u, zograd_dz(0u, vec2<u32>(3u, 0u)) + zograd_rademacher(b, 5u) + zograd_quad(b).x + f32(zograd_point_count()));\n}}",
+             zograd_set_loss(0u, zograd_dz(0u, vec2<u32>(3u, 0u)) + zograd_rademacher(b, 5u) + zograd_quad(b).x + f32(zograd_point_count()) + f32(zograd_crn_seed(0u).x));\n}}",
             crate::gpu::shaders::PHILOX,
             crate::gpu::shaders::BATCH
         );

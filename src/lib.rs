@@ -25,7 +25,7 @@ pub mod wgsl;
 pub use batch::{BatchObjective, Workgroups};
 pub use error::{Error, Result};
 pub use gpu::context::Gpu;
-pub use objective::{Coordinate, LossValue, Objective};
+pub use objective::{Coordinate, Evaluation, LossValue, Objective};
 pub use params::{Params, Scales};
 pub use rng::Distribution;
 pub use shader_objective::{Binding, ShaderObjective, Step};

@@ -18,6 +18,12 @@ use crate::{Error, Params, Result};
 ///   them only when [`has_batch`](Objective::has_batch) returns true.
 /// - [`jvp`](Objective::jvp): the exact directional derivative ∇f(x)·z, for
 ///   [`ForwardGradient`](crate::approx::ForwardGradient) with [`Jvp::User`](crate::approx::Jvp).
+/// - [`loss_at`](Objective::loss_at), [`loss_batch_at`](Objective::loss_batch_at) and
+///   [`loss_batch_coords_at`](Objective::loss_batch_coords_at): the same evaluations with their
+///   identity ([`Evaluation`]: step, sample, point and a per-sample seed), for **common random
+///   numbers**: a noisy objective that draws its noise from [`Evaluation::crn_seed`] gives the
+///   points of one sample (x + h·u and x − h·u) the same noise, so the noise cancels in their
+///   difference. The estimators call these; their defaults call the methods above.
 ///
 /// # Example
 /// ```
@@ -90,6 +96,52 @@ pub trait Objective {
         Ok(out)
     }
 
+    /// f(params) at the estimator's point `at` (its step, sample, point and seeds, see
+    /// [`Evaluation`]). Every estimator of this crate evaluates its points through this method;
+    /// the default ignores `at` and calls [`loss`](Objective::loss). Implement it for common
+    /// random numbers: draw the evaluation's noise from [`Evaluation::crn_seed`], which is the
+    /// same for the points of one sample and differs between samples and steps.
+    ///
+    /// # Errors
+    /// As [`loss`](Objective::loss).
+    fn loss_at(&mut self, params: &Params, at: &Evaluation) -> Result<f32> {
+        let _ = at;
+        self.loss(params)
+    }
+
+    /// [`loss_batch`](Objective::loss_batch) with the identity of each point (`at[k]` is point
+    /// `k`; `at.len() == points.len()`). The estimators call this one when the objective
+    /// batches; the default ignores `at` and calls [`loss_batch`](Objective::loss_batch).
+    ///
+    /// # Errors
+    /// As [`loss_batch`](Objective::loss_batch).
+    fn loss_batch_at(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        let _ = at;
+        self.loss_batch(params, points)
+    }
+
+    /// [`loss_batch_coords`](Objective::loss_batch_coords) with the identity of each point
+    /// (`at[k]` is point `k`). [`Fdm`](crate::approx::Fdm) calls this one when the objective
+    /// batches; the default ignores `at` and calls
+    /// [`loss_batch_coords`](Objective::loss_batch_coords).
+    ///
+    /// # Errors
+    /// As [`loss_batch_coords`](Objective::loss_batch_coords).
+    fn loss_batch_coords_at(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        let _ = at;
+        self.loss_batch_coords(params, points)
+    }
+
     /// The directional derivative ∇f(params)·z(dir) (a Jacobian-vector product, e.g. from a
     /// forward-mode shader), for [`Jvp::User`](crate::approx::Jvp::User). For
     /// [`Distribution::Sphere`](crate::Distribution::Sphere) the direction is the Gaussian one
@@ -119,24 +171,31 @@ impl dyn Objective + '_ {
         params.gpu().scoped(|| self.loss(params))
     }
 
-    /// [`Objective::loss_batch`] inside error scopes.
-    pub(crate) fn scoped_loss_batch(
+    /// [`Objective::loss_at`] inside error scopes.
+    pub(crate) fn scoped_loss_at(&mut self, params: &Params, at: &Evaluation) -> Result<f32> {
+        params.gpu().scoped(|| self.loss_at(params, at))
+    }
+
+    /// [`Objective::loss_batch_at`] inside error scopes.
+    pub(crate) fn scoped_loss_batch_at(
         &mut self,
         params: &mut Params,
         points: &[(Direction, f32)],
+        at: &[Evaluation],
     ) -> Result<Vec<f32>> {
         let gpu = params.gpu().clone();
-        gpu.scoped(|| self.loss_batch(params, points))
+        gpu.scoped(|| self.loss_batch_at(params, points, at))
     }
 
-    /// [`Objective::loss_batch_coords`] inside error scopes.
-    pub(crate) fn scoped_loss_batch_coords(
+    /// [`Objective::loss_batch_coords_at`] inside error scopes.
+    pub(crate) fn scoped_loss_batch_coords_at(
         &mut self,
         params: &mut Params,
         points: &[Coordinate],
+        at: &[Evaluation],
     ) -> Result<Vec<f32>> {
         let gpu = params.gpu().clone();
-        gpu.scoped(|| self.loss_batch_coords(params, points))
+        gpu.scoped(|| self.loss_batch_coords_at(params, points, at))
     }
 
     /// [`Objective::jvp`] inside error scopes.
@@ -155,6 +214,109 @@ pub struct Coordinate {
     pub value: f32,
     /// Its value in the unperturbed parameters.
     pub original: f32,
+}
+
+/// The identity of one point an estimator evaluates, passed to [`Objective::loss_at`] (and
+/// per point to [`Objective::loss_batch_at`] / [`Objective::loss_batch_coords_at`]).
+///
+/// The point is x + `offset`·h·u for the direction u of (`seed`, `step`, `sample`) — or, for
+/// [`Fdm`](crate::approx::Fdm), x + `offset`·h·e_i with i = `sample` the element's global
+/// index. `offset == 0` is x itself (f₀ of the one-sided formulas).
+///
+/// **Common random numbers.** [`crn_seed`](Evaluation::crn_seed) is a Philox function of
+/// (`seed`, `step`, `sample`) only ([`Evaluation::pair_seed`]): the SAME for every point of one
+/// sample (x + h·u and x − h·u of a central difference, all four points of `Central4`, the
+/// points of one element for `Fdm`) and different between samples, between steps and between
+/// estimator seeds. An objective with simulated noise that draws it from `crn_seed` (as
+/// [`Noisy::common_random_numbers`](crate::testfns::Noisy::common_random_numbers) does) makes
+/// additive noise cancel exactly in the sample's difference (noisyopt's `paired`). Since the
+/// estimator's seed and step counter are in its checkpoint, the seeds are reproducible across
+/// processes and resumed runs. f₀ (`offset == 0`), shared by all samples of a call, has its own
+/// seed ([`Evaluation::unperturbed`]): with a one-sided formula the noise of f₀ does not cancel
+/// against the other points; an objective that wants that can derive its noise from
+/// (`seed`, `step`) itself.
+///
+/// `step` is the estimator's step counter (the optimiser's step for an estimator driven by
+/// [`Optimizer`](crate::optim::Optimizer); 0 before the first `pre_step`); `sample` counts from
+/// 0 within the step (with `pre_generate(false)`, the c-th call of a step uses c·S … c·S + S − 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Evaluation {
+    /// The estimator's seed.
+    pub seed: u64,
+    /// The estimator's step counter.
+    pub step: u32,
+    /// The sample (direction index); for `Fdm`, the element's global index.
+    pub sample: u64,
+    /// The position of this point among the sample's points, in evaluation order (the
+    /// [`Formula::offsets`](crate::approx::Formula::offsets) order; 0 for f₀).
+    pub point: u32,
+    /// The multiple k of h·u of this point: x + k·h·u (0: x itself).
+    pub offset: i32,
+    /// The seed shared by the points of this sample: [`Evaluation::pair_seed`]`(seed, step,
+    /// sample)`, or for f₀ that of [`Evaluation::unperturbed`].
+    pub crn_seed: u64,
+}
+
+/// The fourth Philox counter word of the per-sample seeds (a tag, "CRN\0").
+const CRN_PAIR: u32 = 0x4352_4E00;
+/// The fourth Philox counter word of f₀'s seed.
+const CRN_CENTER: u32 = 0x4352_4E01;
+
+/// The first two words of Philox4x32-10 at counter `[lo, hi, step, tag]`, key `seed`, as a u64.
+fn crn_block(seed: u64, step: u32, value: u64, tag: u32) -> u64 {
+    let out = crate::rng::philox4x32_10(
+        [value as u32, (value >> 32) as u32, step, tag],
+        [seed as u32, (seed >> 32) as u32],
+    );
+    u64::from(out[0]) | (u64::from(out[1]) << 32)
+}
+
+impl Evaluation {
+    /// Point `point` (at `offset`·h·u) of sample `sample` of step `step` of an estimator with
+    /// seed `seed`; [`crn_seed`](Evaluation::crn_seed) is [`pair_seed`](Evaluation::pair_seed).
+    /// For a custom estimator (or a test) that calls [`Objective::loss_at`] itself.
+    #[must_use]
+    pub fn new(seed: u64, step: u32, sample: u64, point: u32, offset: i32) -> Self {
+        Self {
+            seed,
+            step,
+            sample,
+            point,
+            offset,
+            crn_seed: Self::pair_seed(seed, step, sample),
+        }
+    }
+
+    /// f₀, the unperturbed point of step `step` (sample 0, point 0, offset 0), with its own
+    /// seed: words 0 and 1 of Philox4x32-10 at counter `[0, 0, step, 0x43524E01]`, key `seed`.
+    #[must_use]
+    pub fn unperturbed(seed: u64, step: u32) -> Self {
+        Self {
+            seed,
+            step,
+            sample: 0,
+            point: 0,
+            offset: 0,
+            crn_seed: crn_block(seed, step, 0, CRN_CENTER),
+        }
+    }
+
+    /// The common-random-numbers seed of sample `sample` of step `step`: words 0 (low half)
+    /// and 1 (high half) of Philox4x32-10 (the generator of the directions,
+    /// [`crate::rng::philox4x32_10`]) at counter `[sample lo, sample hi, step, 0x43524E00]`
+    /// with key `[seed lo, seed hi]`. No direction uses that counter before step 0x43524E00
+    /// (1.1·10⁹), so the seed is independent of the directions' elements.
+    #[must_use]
+    pub fn pair_seed(seed: u64, step: u32, sample: u64) -> u64 {
+        crn_block(seed, step, sample, CRN_PAIR)
+    }
+
+    /// Whether this is x itself (`offset == 0`).
+    #[must_use]
+    pub fn is_unperturbed(&self) -> bool {
+        self.offset == 0
+    }
 }
 
 /// What a closure objective may return: `f32`, or `Result<f32, E>` for any std error `E`

@@ -167,6 +167,50 @@ fn run_child() {
         }
     }
 
+    // Common random numbers through Split and Shard: a noisy loss whose noise follows the
+    // evaluations' identities (Noisy's CRN mode) gives the single process's parameters whatever
+    // the world size and whichever rank evaluates a point — only if the adapters forward
+    // `loss_at` / `loss_batch_at` / `loss_batch_coords_at` (the noise counter differs per rank).
+    for name in ["spsa", "fdm"] {
+        let n = 48;
+        let start = data(3, n);
+        let make = |g: &Gpu, x: &Params| match name {
+            "spsa" => Optimizer::new(g, x, Spsa::new().n_samples(3).seed(41))
+                .unwrap()
+                .then(Lr::new(0.01)),
+            _ => Optimizer::new(g, x, Fdm::new().seed(42).batch_size(7))
+                .unwrap()
+                .then(Lr::new(0.01)),
+        };
+        let noisy = || {
+            zograd::testfns::Noisy::new(host_loss(n), 0.01, 0.01, 5)
+                .unwrap()
+                .common_random_numbers(true)
+        };
+        for (adapter, split) in [("split", true), ("shard", false)] {
+            let mut x = Params::from_slices(&gpu, &[&start[..]]).unwrap();
+            let mut opt = make(&gpu, &x);
+            let mut loss: Box<dyn Objective> = if split {
+                Box::new(Split::new(noisy(), &world))
+            } else {
+                Box::new(Shard::new(noisy(), &world))
+            };
+            for _ in 0..5 {
+                opt.step(&mut x, loss.as_mut()).unwrap();
+            }
+            say(&format!("crn.{adapter}.{name}"), hex(&x));
+        }
+        if size == 1 {
+            let mut x = Params::from_slices(&gpu, &[&start[..]]).unwrap();
+            let mut opt = make(&gpu, &x);
+            let mut plain = noisy();
+            for _ in 0..5 {
+                opt.step(&mut x, &mut plain).unwrap();
+            }
+            say(&format!("crn.plain.{name}"), hex(&x));
+        }
+    }
+
     // Shard: every rank its rows; against one process holding all of them.
     {
         let p = size as usize;
@@ -445,6 +489,23 @@ fn a_world_of_one_gives_what_the_objective_alone_gives() {
             one.same(&format!("plain.{name}")),
             "{name}"
         );
+    }
+}
+
+#[test]
+fn common_random_numbers_pass_through_split_and_shard() {
+    let one = launch(1);
+    for np in [1, 2, 3] {
+        let run = launch(np);
+        for name in ["spsa", "fdm"] {
+            for adapter in ["split", "shard"] {
+                assert_eq!(
+                    run.same(&format!("crn.{adapter}.{name}")),
+                    one.same(&format!("crn.plain.{name}")),
+                    "{adapter} {name} on {np} ranks vs the objective alone"
+                );
+            }
+        }
     }
 }
 

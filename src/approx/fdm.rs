@@ -3,8 +3,8 @@
 
 use super::probe::unperturbed_loss;
 use super::{
-    check_batch_len, check_buffers, check_h, check_value, Coordinate, Estimate, Formula,
-    GradApproximator, Objective, Target,
+    check_batch_len, check_buffers, check_h, check_value, Coordinate, Estimate, Evaluation,
+    Formula, GradApproximator, Objective, Target,
 };
 use crate::checkpoint::{difference, State};
 use crate::restore::{Move, Restore};
@@ -30,6 +30,12 @@ use crate::{Error, Gpu, Params, Result};
 /// (as torchzero). torchzero 0.4.4's closure target evaluates f(x) once more after the gradient
 /// (2n + 1 with Central); zograd only when the formula or a later module needs it, deliberately.
 /// Defaults (torchzero's): h = 1e-3, formula = Central, target = Closure.
+///
+/// Every point goes to [`Objective::loss_at`] (or [`Objective::loss_batch_coords_at`]) with its
+/// [`Evaluation`]: `sample` is the element's global index, `step` the step counter (advanced by
+/// [`pre_step`](GradApproximator::pre_step)), `seed` the [`seed`](Fdm::seed), so the points of
+/// one element share a common-random-numbers seed that changes from element to element and from
+/// step to step.
 ///
 /// Reference: J. Nocedal, S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, §8.1
 /// (finite-difference derivative approximations).
@@ -63,6 +69,10 @@ pub struct Fdm {
     batch_size: u32,
     allow_non_finite: bool,
     target: Target,
+    seed: u64,
+    step: u32,
+    /// The step counter before the last `pre_step`, for `abort_step`.
+    undo: Option<u32>,
 }
 
 impl Default for Fdm {
@@ -81,7 +91,26 @@ impl Fdm {
             batch_size: 4096,
             allow_non_finite: false,
             target: Target::Closure,
+            seed: 0,
+            step: 0,
+            undo: None,
         }
+    }
+
+    /// The seed of the points' [`Evaluation`]s (default 0), from which their
+    /// [`crn_seed`](Evaluation::crn_seed) is derived; the estimate itself is deterministic.
+    /// Give two `Fdm`s that evaluate the same noisy objective different seeds to give them
+    /// independent noise.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The step counter (0 until the first [`pre_step`](GradApproximator::pre_step)).
+    #[must_use]
+    pub fn current_step(&self) -> u32 {
+        self.step
     }
 
     /// The finite-difference step h (checked at use: finite and > 0).
@@ -149,7 +178,11 @@ impl Fdm {
         let m = offsets.len();
         let x0 = params.to_vec()?;
         let allow = self.allow_non_finite;
-        let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
+        let (seed, step) = (self.seed, self.step);
+        let center = Evaluation::unperturbed(seed, step);
+        let (f0, mut evaluations) =
+            unperturbed_loss(formula, allow, known_f0, objective, params, &center)?;
+        let at = |i: usize, j: usize| Evaluation::new(seed, step, i as u64, j as u32, offsets[j]);
         let h = f64::from(self.h);
         // With scales (Params::set_scales) element i moves by k·h·sᵢ: the estimate is in y-units.
         let scales = params.scales().map(<[f32]>::to_vec);
@@ -163,9 +196,12 @@ impl Fdm {
             let batch = self.batch_size as usize;
             let mut start = 0;
             let mut chunk = Vec::with_capacity(batch.min(total));
+            let mut ids = Vec::with_capacity(batch.min(total));
             while start < total {
                 let end = (start + batch).min(total);
                 chunk.clear();
+                ids.clear();
+                ids.extend((start..end).map(|p| at(p / m, p % m)));
                 chunk.extend((start..end).map(|p| {
                     let (i, j) = (p / m, p % m);
                     Coordinate {
@@ -174,7 +210,7 @@ impl Fdm {
                         original: x0[i],
                     }
                 }));
-                let values = objective.scoped_loss_batch_coords(params, &chunk)?;
+                let values = objective.scoped_loss_batch_coords_at(params, &chunk, &ids)?;
                 check_batch_len("loss_batch_coords", values.len(), chunk.len())?;
                 evaluations = evaluations.saturating_add(values.len() as u32);
                 for (p, v) in (start..end).zip(values) {
@@ -194,7 +230,7 @@ impl Fdm {
                 for (j, &k) in offsets.iter().enumerate() {
                     let back = Move::Write(index, x0[i]);
                     guard.away(Move::Write(index, point(i, k)), back)?;
-                    let v = objective.scoped_loss(guard.params())?;
+                    let v = objective.scoped_loss_at(guard.params(), &at(i, j))?;
                     evaluations = evaluations.saturating_add(1);
                     row[j] = f64::from(check_value(v, allow, || element_point(k, i))?);
                 }
@@ -230,9 +266,29 @@ impl Fdm {
 }
 
 impl GradApproximator for Fdm {
-    /// The settings; Fdm has no counters or buffers (it is deterministic).
+    /// Advances the step counter (the `step` of the points' [`Evaluation`]s).
+    fn pre_step(&mut self) {
+        self.undo = Some(self.step);
+        self.step = self.step.wrapping_add(1);
+    }
+
+    /// Back to the step counter before the last `pre_step`.
+    fn abort_step(&mut self) {
+        if let Some(step) = self.undo.take() {
+            self.step = step;
+        }
+    }
+
+    /// The settings, the seed and the step counter; Fdm has no buffers (the estimate is
+    /// deterministic, the counters name its evaluations).
     fn save_state(&self) -> Result<Option<State>> {
-        Ok(Some(State::new("Fdm", self.config())))
+        let mut state = State::new("Fdm", self.config());
+        state.counters = serde_json::json!({
+            "seed": self.seed,
+            "step": self.step,
+            "undo": self.undo,
+        });
+        Ok(Some(state))
     }
 
     fn load_state(&mut self, gpu: &Gpu, shape: &[u64], state: &State) -> Result<()> {
@@ -243,10 +299,30 @@ impl GradApproximator for Fdm {
                 state.name
             )));
         }
-        match difference(&self.config(), &state.config) {
-            Some(diff) => Err(Error::invalid(format!("approximator (Fdm): {diff}"))),
-            None => Ok(()),
+        if let Some(diff) = difference(&self.config(), &state.config) {
+            return Err(Error::invalid(format!("approximator (Fdm): {diff}")));
         }
+        // A checkpoint written before Fdm had counters has none: step 0, this seed.
+        if state.counters.is_null() {
+            self.step = 0;
+            self.undo = None;
+            return Ok(());
+        }
+        let seed = state.counter_u64("seed")?;
+        let step = u32::try_from(state.counter_u64("step")?)
+            .map_err(|_| Error::invalid("checkpoint: Fdm's `step` exceeds u32"))?;
+        let undo = match state.counters.get("undo") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|u| u32::try_from(u).ok())
+                    .ok_or_else(|| Error::invalid("checkpoint: Fdm's `undo` is malformed"))?,
+            ),
+        };
+        self.seed = seed;
+        self.step = step;
+        self.undo = undo;
+        Ok(())
     }
 
     fn approximate(

@@ -215,6 +215,7 @@ impl Kind for ForwardKind {
                     along: Along::Philox(*d),
                     unit: (h / nu) as f32,
                     post: *nu,
+                    draw: *d,
                 })
                 .collect();
             let diffs = evaluate(&s.set, &mut s.saved, &plans, &mut call, false)?;

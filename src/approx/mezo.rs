@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! [`MeZo`]: memory-efficient zeroth-order estimation (directions regenerated, never stored).
 
-use super::probe::{Along, Sample};
+use super::probe::Sample;
 use super::sampling::{evaluate, Call, Fused, Kind, Sampler};
 use super::{Estimate, Formula, Objective};
 use crate::kernels::Direction;
@@ -125,10 +125,7 @@ impl MeZo {
         keep_last: bool,
     ) -> Result<Terms> {
         let dirs = self.begin(call, grad, true)?;
-        let plans: Vec<Sample<'_>> = dirs
-            .iter()
-            .map(|d| Sample::new(Along::Philox(*d), self.set.h))
-            .collect();
+        let plans: Vec<Sample<'_>> = dirs.iter().map(|d| Sample::new(*d, self.set.h)).collect();
         let diffs = evaluate(&self.set, &mut self.saved, &plans, call, keep_last)?;
         let terms = self.terms(&dirs, &diffs.derivatives);
         Ok((diffs.estimate, terms, diffs.left_at))

@@ -72,7 +72,7 @@ pub use mezo::{MeZo, MeZoKind};
 pub use randomized::{GaussianSmoothing, RandomizedFdm, RandomizedKind, Rdsa, Spsa};
 pub use sampling::Sampler;
 
-pub use crate::objective::{Coordinate, LossValue, Objective};
+pub use crate::objective::{Coordinate, Evaluation, LossValue, Objective};
 pub use crate::Distribution;
 
 use crate::checkpoint::State;

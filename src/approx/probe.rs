@@ -4,7 +4,7 @@
 //! path (errors and panics included) through the [`Restore`] guard.
 
 use super::sampling::Settings;
-use super::{check_batch_len, check_value, Estimate, Formula, Objective};
+use super::{check_batch_len, check_value, Estimate, Evaluation, Formula, Objective};
 use crate::kernels::Direction;
 use crate::restore::{Move, Restore};
 use crate::{Params, Result};
@@ -19,22 +19,42 @@ pub(crate) enum Along<'a> {
 }
 
 /// One sample: its direction, the length of one step along it (`h`, or `h/‖u‖` for
-/// ForwardGradient) and the factor the directional derivative is multiplied by afterwards.
+/// ForwardGradient), the factor the directional derivative is multiplied by afterwards, and
+/// the Philox draw (seed, step, sample) it stands for, which names its points'
+/// [`Evaluation`]s (for a stored direction, the draw folded in last).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sample<'a> {
     pub along: Along<'a>,
     pub unit: f32,
     pub post: f64,
+    pub draw: Direction,
 }
 
 impl<'a> Sample<'a> {
-    /// A sample along `along` with steps of `h` and no factor afterwards.
-    pub(crate) fn new(along: Along<'a>, h: f32) -> Self {
+    /// A sample along the Philox direction `dir` with steps of `h` and no factor afterwards.
+    pub(crate) fn new(dir: Direction, h: f32) -> Self {
         Self {
-            along,
+            along: Along::Philox(dir),
             unit: h,
             post: 1.0,
+            draw: dir,
         }
+    }
+
+    /// A sample along the stored direction `v`, standing for the draw `draw`.
+    pub(crate) fn stored(v: &'a Params, draw: Direction, h: f32) -> Self {
+        Self {
+            along: Along::Stored(v),
+            unit: h,
+            post: 1.0,
+            draw,
+        }
+    }
+
+    /// The identity of point `point` (at `offset`·unit·u) of this sample.
+    fn evaluation(&self, point: usize, offset: i32) -> Evaluation {
+        let d = &self.draw;
+        Evaluation::new(d.seed, d.step, u64::from(d.sample), point as u32, offset)
     }
 }
 
@@ -75,7 +95,13 @@ pub(crate) fn differences(
 ) -> Result<Differences> {
     let (formula, allow) = (set.formula, set.allow_non_finite);
     let offsets = formula.offsets();
-    let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
+    let center = samples
+        .first()
+        .map_or(Evaluation::unperturbed(set.seed, 0), |s| {
+            Evaluation::unperturbed(s.draw.seed, s.draw.step)
+        });
+    let (f0, mut evaluations) =
+        unperturbed_loss(formula, allow, known_f0, objective, params, &center)?;
     // A batching objective regenerates x + k·h·z itself, without the parameters' scales
     // (Params::set_scales): scaled parameters are moved in place instead.
     let batched = objective.has_batch()
@@ -99,7 +125,16 @@ pub(crate) fn differences(
                 offsets.iter().map(move |k| (dir, *k as f32 * s.unit))
             })
             .collect();
-        let result = objective.scoped_loss_batch(guard.params(), &points);
+        let at: Vec<Evaluation> = samples
+            .iter()
+            .flat_map(|s| {
+                offsets
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, k)| s.evaluation(j, *k))
+            })
+            .collect();
+        let result = objective.scoped_loss_batch_at(guard.params(), &points, &at);
         guard.finish()?;
         let flat = result?;
         check_batch_len("loss_batch", flat.len(), points.len())?;
@@ -122,7 +157,7 @@ pub(crate) fn differences(
                 at = 0;
             }
             let mut row = Vec::with_capacity(offsets.len());
-            for &k in offsets {
+            for (j, &k) in offsets.iter().enumerate() {
                 if k != at {
                     // x₀ + k·unit·u, undone by the saved copy or by −k·unit·u in one move.
                     let back = match saved {
@@ -132,7 +167,7 @@ pub(crate) fn differences(
                     guard.away(sample.along.by((k - at) as f32 * sample.unit), back)?;
                     at = k;
                 }
-                let v = objective.scoped_loss(guard.params())?;
+                let v = objective.scoped_loss_at(guard.params(), &sample.evaluation(j, k))?;
                 evaluations = evaluations.saturating_add(1);
                 row.push(f64::from(check_value(v, allow, || point_name(k, s))?));
             }
@@ -167,21 +202,27 @@ pub(crate) fn differences(
     })
 }
 
-/// f₀ = f(x) when `formula` uses it: the caller's `known_f0` or one evaluation; checked finite
-/// unless `allow`. Returns f₀ (`None` for formulas without it) and the evaluations made (0 or 1).
+/// f₀ = f(x) when `formula` uses it: the caller's `known_f0` or one evaluation (identified as
+/// `at`); checked finite unless `allow`. Returns f₀ (`None` for formulas without it) and the
+/// evaluations made (0 or 1).
 pub(crate) fn unperturbed_loss(
     formula: Formula,
     allow: bool,
     known_f0: Option<f32>,
     objective: &mut dyn Objective,
     params: &Params,
+    at: &Evaluation,
 ) -> Result<(Option<f32>, u32)> {
     if !formula.uses_f0() {
         return Ok((None, 0));
     }
     let (v, evaluations, what) = match known_f0 {
         Some(v) => (v, 0, "the given loss f(x)"),
-        None => (objective.scoped_loss(params)?, 1, "f(x) (unperturbed)"),
+        None => (
+            objective.scoped_loss_at(params, at)?,
+            1,
+            "f(x) (unperturbed)",
+        ),
     };
     Ok((Some(check_value(v, allow, || what.into())?), evaluations))
 }

@@ -6,7 +6,7 @@
     reason = "a preset's `new` is a constructor of the type it presets"
 )]
 
-use super::probe::{Along, Sample};
+use super::probe::Sample;
 use super::sampling::{evaluate, Call, Kind, Sampler};
 use super::{entropy_seed, Estimate, Formula};
 use crate::checkpoint::{unflat, State};
@@ -208,12 +208,10 @@ impl Kind for RandomizedKind {
             Some(m) => m
                 .directions
                 .iter()
-                .map(|v| Sample::new(Along::Stored(v), h))
+                .zip(&dirs)
+                .map(|(v, d)| Sample::stored(v, *d, h))
                 .collect(),
-            None => dirs
-                .iter()
-                .map(|d| Sample::new(Along::Philox(*d), h))
-                .collect(),
+            None => dirs.iter().map(|d| Sample::new(*d, h)).collect(),
         };
         let diffs = evaluate(&s.set, &mut s.saved, &plans, &mut call, false)?;
         match &s.kind.momentum {

@@ -94,7 +94,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
 use crate::kernels::{copy, perturb, Direction};
-use crate::{Error, Gpu, Objective, Params, Result};
+use crate::{Error, Evaluation, Gpu, Objective, Params, Result};
 
 /// The MPI binding zograd is built against (rsmpi), re-exported so that a program needs no
 /// second dependency to initialise MPI: `zograd::dist::mpi::initialize()`.
@@ -549,10 +549,13 @@ impl Exchange {
 ///
 /// Returns the values of the own points (0 after a failure) and the first failure; after a
 /// failure the moves continue (so the replicas stay identical) but nothing more is evaluated.
+/// With `at` (the points' identities, one per point), point i is evaluated with
+/// [`Objective::loss_at`]`(at[i])`, else with [`Objective::loss`].
 pub(crate) fn replay(
     inner: &mut dyn Objective,
     params: &mut Params,
     points: &[(Direction, f32)],
+    at: Option<&[Evaluation]>,
     own: Range<usize>,
     saved: Option<&Params>,
     evaluations: &mut u64,
@@ -562,7 +565,11 @@ pub(crate) fn replay(
     let mut evaluate = |params: &mut Params, i: usize, failure: &mut Option<Failure>| {
         if own.contains(&i) && failure.is_none() {
             *evaluations += 1;
-            match caught(|| inner.loss(params)) {
+            let id = at.and_then(|a| a.get(i));
+            match caught(|| match id {
+                Some(id) => inner.loss_at(params, id),
+                None => inner.loss(params),
+            }) {
                 Ok(v) => values[i - own.start] = v,
                 Err(f) => *failure = Some(f),
             }

@@ -8,7 +8,7 @@ use mpi::traits::Communicator;
 use super::split::checked_len;
 use super::{caught, replay, Exchange, Failure};
 use crate::kernels::Direction;
-use crate::{Coordinate, Objective, Params, Result};
+use crate::{Coordinate, Evaluation, Objective, Params, Result};
 
 /// An [`Objective`] adapter for data parallelism: every rank evaluates **every** point with its
 /// own objective (the same model on this rank's shard of the data), and the loss is the mean
@@ -120,10 +120,73 @@ impl<O: Objective> Shard<O> {
     }
 }
 
+impl<O: Objective> Shard<O> {
+    /// `loss_batch` (`at` = None) or `loss_batch_at`: every point here, then the means.
+    fn batch(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: Option<&[Evaluation]>,
+    ) -> Result<Vec<f32>> {
+        let (values, failure) = if self.inner.has_batch() {
+            self.evaluations += points.len() as u64;
+            let inner = &mut self.inner;
+            match caught(|| {
+                let values = match at {
+                    Some(at) => inner.loss_batch_at(params, points, at),
+                    None => inner.loss_batch(params, points),
+                };
+                checked_len(values, points.len())
+            }) {
+                Ok(v) => (v, None),
+                Err(f) => (vec![0.0; points.len()], Some(f)),
+            }
+        } else {
+            replay(
+                &mut self.inner,
+                params,
+                points,
+                at,
+                0..points.len(),
+                None,
+                &mut self.evaluations,
+            )
+        };
+        self.combine(&values, failure)
+    }
+
+    /// `loss_batch_coords` (`at` = None) or `loss_batch_coords_at`.
+    fn coords(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+        at: Option<&[Evaluation]>,
+    ) -> Result<Vec<f32>> {
+        self.evaluations += points.len() as u64;
+        let inner = &mut self.inner;
+        let (values, failure) = match caught(|| {
+            let values = match at {
+                Some(at) => inner.loss_batch_coords_at(params, points, at),
+                None => inner.loss_batch_coords(params, points),
+            };
+            checked_len(values, points.len())
+        }) {
+            Ok(v) => (v, None),
+            Err(f) => (vec![0.0; points.len()], Some(f)),
+        };
+        self.combine(&values, failure)
+    }
+}
+
 impl<O: Objective> Objective for Shard<O> {
     /// The mean over ranks of the ranks' f(params).
     fn loss(&mut self, params: &Params) -> Result<f32> {
         self.single(|inner| inner.loss(params))
+    }
+
+    /// The mean over ranks of the ranks' `loss_at` (each rank's own noise, same identity).
+    fn loss_at(&mut self, params: &Params, at: &Evaluation) -> Result<f32> {
+        self.single(|inner| inner.loss_at(params, at))
     }
 
     /// True: one exchange per batch.
@@ -133,24 +196,17 @@ impl<O: Objective> Objective for Shard<O> {
 
     /// Every point on this rank, then the means over ranks.
     fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
-        let (values, failure) = if self.inner.has_batch() {
-            self.evaluations += points.len() as u64;
-            let inner = &mut self.inner;
-            match caught(|| checked_len(inner.loss_batch(params, points), points.len())) {
-                Ok(v) => (v, None),
-                Err(f) => (vec![0.0; points.len()], Some(f)),
-            }
-        } else {
-            replay(
-                &mut self.inner,
-                params,
-                points,
-                0..points.len(),
-                None,
-                &mut self.evaluations,
-            )
-        };
-        self.combine(&values, failure)
+        self.batch(params, points, None)
+    }
+
+    /// As [`loss_batch`](Objective::loss_batch), with the points' identities.
+    fn loss_batch_at(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.batch(params, points, Some(at))
     }
 
     /// Every point on this rank (each element written and written back), then the means over
@@ -160,14 +216,17 @@ impl<O: Objective> Objective for Shard<O> {
         params: &mut Params,
         points: &[Coordinate],
     ) -> Result<Vec<f32>> {
-        self.evaluations += points.len() as u64;
-        let inner = &mut self.inner;
-        let (values, failure) =
-            match caught(|| checked_len(inner.loss_batch_coords(params, points), points.len())) {
-                Ok(v) => (v, None),
-                Err(f) => (vec![0.0; points.len()], Some(f)),
-            };
-        self.combine(&values, failure)
+        self.coords(params, points, None)
+    }
+
+    /// As [`loss_batch_coords`](Objective::loss_batch_coords), with the points' identities.
+    fn loss_batch_coords_at(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.coords(params, points, Some(at))
     }
 
     /// The mean over ranks of the ranks' JVPs (the JVP of the mean loss).

@@ -7,7 +7,7 @@ use mpi::traits::Communicator;
 
 use super::{caught, replay, share, Exchange};
 use crate::kernels::{copy, Direction};
-use crate::{Coordinate, Objective, Params, Result};
+use crate::{Coordinate, Evaluation, Objective, Params, Result};
 
 /// An [`Objective`] adapter that spreads every batch of points over the ranks of a
 /// communicator: each rank evaluates only its [`share`] of the points of a
@@ -153,25 +153,17 @@ impl<O: Objective> Split<O> {
         let size = self.ex.size as usize;
         (0..size).map(|q| share(total, size, q).len()).collect()
     }
-}
 
-impl<O: Objective> Objective for Split<O> {
-    /// f(params) evaluated on rank 0 and broadcast.
-    fn loss(&mut self, params: &Params) -> Result<f32> {
-        let inner = &mut self.inner;
-        if self.ex.rank == 0 {
-            self.evaluations += 1;
-        }
-        self.ex.on_root(0, || inner.loss(params))
-    }
-
-    /// True: the batch methods split the points across the ranks.
-    fn has_batch(&self) -> bool {
-        true
-    }
-
-    /// This rank's share of `points`, then all values all-gathered.
-    fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
+    /// `loss_batch` (`at` = None) or `loss_batch_at`: this rank's share, then all values.
+    fn batch(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: Option<&[Evaluation]>,
+    ) -> Result<Vec<f32>>
+    where
+        O: Objective,
+    {
         let own = share(points.len(), self.ex.size as usize, self.ex.rank as usize);
         let (values, failure) = if self.inner.has_batch() {
             let mine = &points[own.clone()];
@@ -180,7 +172,14 @@ impl<O: Objective> Objective for Split<O> {
             } else {
                 self.evaluations += mine.len() as u64;
                 let inner = &mut self.inner;
-                match caught(|| checked_len(inner.loss_batch(params, mine), mine.len())) {
+                let ids = at.and_then(|a| a.get(own.clone()));
+                match caught(|| {
+                    let values = match ids {
+                        Some(ids) => inner.loss_batch_at(params, mine, ids),
+                        None => inner.loss_batch(params, mine),
+                    };
+                    checked_len(values, mine.len())
+                }) {
                     Ok(v) => (v, None),
                     Err(f) => (vec![0.0; mine.len()], Some(f)),
                 }
@@ -195,6 +194,7 @@ impl<O: Objective> Objective for Split<O> {
                     &mut self.inner,
                     params,
                     points,
+                    at,
                     own,
                     self.saved.as_ref(),
                     &mut self.evaluations,
@@ -206,6 +206,7 @@ impl<O: Objective> Objective for Split<O> {
                 &mut self.inner,
                 params,
                 points,
+                at,
                 own,
                 None,
                 &mut self.evaluations,
@@ -216,32 +217,46 @@ impl<O: Objective> Objective for Split<O> {
         Ok(all.concat())
     }
 
-    /// This rank's share of `points` (each element written and written back, exactly), then
-    /// all values all-gathered.
-    fn loss_batch_coords(
+    /// `loss_batch_coords` (`at` = None) or `loss_batch_coords_at`.
+    fn coords(
         &mut self,
         params: &mut Params,
         points: &[Coordinate],
-    ) -> Result<Vec<f32>> {
+        at: Option<&[Evaluation]>,
+    ) -> Result<Vec<f32>>
+    where
+        O: Objective,
+    {
         let own = share(points.len(), self.ex.size as usize, self.ex.rank as usize);
+        let ids = at.and_then(|a| a.get(own.clone()));
         let mine = &points[own];
         let inner = &mut self.inner;
         let (values, failure) = if mine.is_empty() {
             (Vec::new(), None)
         } else if inner.has_batch() {
             self.evaluations += mine.len() as u64;
-            match caught(|| checked_len(inner.loss_batch_coords(params, mine), mine.len())) {
+            match caught(|| {
+                let values = match ids {
+                    Some(ids) => inner.loss_batch_coords_at(params, mine, ids),
+                    None => inner.loss_batch_coords(params, mine),
+                };
+                checked_len(values, mine.len())
+            }) {
                 Ok(v) => (v, None),
                 Err(f) => (vec![0.0; mine.len()], Some(f)),
             }
         } else {
             let mut values = vec![0.0f32; mine.len()];
             let mut failure = None;
-            for (v, p) in values.iter_mut().zip(mine) {
+            for (t, (v, p)) in values.iter_mut().zip(mine).enumerate() {
                 self.evaluations += 1;
+                let id = ids.and_then(|ids| ids.get(t));
                 let r = caught(|| {
                     params.write_at(p.index, &[p.value])?;
-                    inner.loss(params)
+                    match id {
+                        Some(id) => inner.loss_at(params, id),
+                        None => inner.loss(params),
+                    }
                 });
                 // Written back whatever happened (the exact original value).
                 let back = caught(|| params.write_at(p.index, &[p.original]));
@@ -258,6 +273,68 @@ impl<O: Objective> Objective for Split<O> {
         let counts = self.counts(points.len());
         let all = self.ex.gather_values(&values, failure, &counts)?;
         Ok(all.concat())
+    }
+}
+
+impl<O: Objective> Objective for Split<O> {
+    /// f(params) evaluated on rank 0 and broadcast.
+    fn loss(&mut self, params: &Params) -> Result<f32> {
+        let inner = &mut self.inner;
+        if self.ex.rank == 0 {
+            self.evaluations += 1;
+        }
+        self.ex.on_root(0, || inner.loss(params))
+    }
+
+    /// The wrapped objective's `loss_at`, evaluated on rank 0 and broadcast.
+    fn loss_at(&mut self, params: &Params, at: &Evaluation) -> Result<f32> {
+        let inner = &mut self.inner;
+        if self.ex.rank == 0 {
+            self.evaluations += 1;
+        }
+        self.ex.on_root(0, || inner.loss_at(params, at))
+    }
+
+    /// True: the batch methods split the points across the ranks.
+    fn has_batch(&self) -> bool {
+        true
+    }
+
+    /// This rank's share of `points`, then all values all-gathered.
+    fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
+        self.batch(params, points, None)
+    }
+
+    /// As [`loss_batch`](Objective::loss_batch), each own point evaluated with its identity
+    /// (the wrapped objective's `loss_batch_at`, or its `loss_at` point by point).
+    fn loss_batch_at(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.batch(params, points, Some(at))
+    }
+
+    /// This rank's share of `points` (each element written and written back, exactly), then
+    /// all values all-gathered.
+    fn loss_batch_coords(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+    ) -> Result<Vec<f32>> {
+        self.coords(params, points, None)
+    }
+
+    /// As [`loss_batch_coords`](Objective::loss_batch_coords), each own point evaluated with
+    /// its identity.
+    fn loss_batch_coords_at(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.coords(params, points, Some(at))
     }
 
     /// The wrapped objective's JVP, evaluated on rank 0 and broadcast.

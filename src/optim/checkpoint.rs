@@ -9,6 +9,8 @@
 //!   "layout": [buffer lengths],
 //!   "optimizer": { "step": …, "fuse": …, "checkpoints": … },
 //!   "average": null or { "from": …, "count": … },
+//!   "blocking": null or { "config": {"tolerance": t} or {"calibrate": k},
+//!                         "tolerance_bits": …, "last_bits": … },
 //!   "approximator": { "name": …, "config": {…}, "counters": {…} },
 //!   "modules": [ { "name": …, "config": {…}, "counters": {…} }, … ] }
 //! ```
@@ -22,6 +24,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use super::blocking::BlockingState;
 use super::Optimizer;
 use crate::checkpoint::{difference, unflat, Checkpoint, State};
 use crate::{Error, Result};
@@ -116,9 +119,11 @@ impl Optimizer {
         if let Some(mean) = self.averaged() {
             tensors.push(("average".into(), mean.to_vec()?));
         }
+        let blocking = self.blocking.as_ref().map(BlockingState::save);
         let meta = json!({
             "layout": self.shape,
             "average": average,
+            "blocking": blocking,
             "optimizer": {
                 "step": self.step,
                 "fuse": self.fuse,
@@ -229,6 +234,26 @@ impl Optimizer {
                 from_here.map_or("no averaging".into(), |k| k.to_string())
             )));
         }
+        // Blocking: the same setting; the tolerance and the reference are state.
+        let blocking_file = meta.get("blocking").unwrap_or(&Value::Null);
+        let blocking = match (&self.blocking, blocking_file.is_null()) {
+            (None, true) => None,
+            (Some(here), false) => Some(BlockingState::load(here.setting, blocking_file)?),
+            (here, _) => {
+                return Err(Error::invalid(format!(
+                    "blocking: the checkpoint has {}, this optimiser has {}",
+                    if blocking_file.is_null() {
+                        "none".to_owned()
+                    } else {
+                        blocking_file
+                            .get("config")
+                            .map_or("?".to_owned(), ToString::to_string)
+                    },
+                    here.as_ref()
+                        .map_or("none".to_owned(), |b| format!("{:?}", b.setting))
+                )))
+            }
+        };
         let count = average.get("count").and_then(Value::as_u64).unwrap_or(0);
         let mean = match ck.tensors.iter().find(|(name, _)| name == "average") {
             Some((_, t)) => Some(unflat(&self.gpu, &self.shape, t, "average")?),
@@ -298,6 +323,7 @@ impl Optimizer {
             a.count = count;
             a.mean = mean;
         }
+        self.blocking = blocking;
         self.step = step;
         self.pre_stepped = false;
         self.checkpointed.clear();

@@ -57,6 +57,7 @@
 
 mod average;
 mod backtracking;
+mod blocking;
 mod checkpoint;
 mod modules;
 mod newton_cg;
@@ -65,6 +66,7 @@ mod schedule;
 
 pub use crate::schedule::Schedule;
 pub use backtracking::Backtracking;
+pub use blocking::Blocking;
 pub use modules::{Adam, ClipNorm, EmaInit, HeavyBall, Lr, Sign, WeightDecay};
 pub use newton_cg::{Hvp, NewtonCg};
 pub use run::{Control, Run, Stop, Summary};
@@ -239,7 +241,8 @@ pub trait Transform: Send + fmt::Debug + std::any::Any {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepReport {
     /// f(x) at the step's start point, when the step evaluated it: formulas that use f₀, line
-    /// searches, or [`Optimizer::measure_loss`]. `None` for a central estimate without any of
+    /// searches, [`Optimizer::measure_loss`], or the first step of
+    /// [`Optimizer::blocking`] with a given tolerance (its reference f(x₀)). `None` for a central estimate without any of
     /// these (it never evaluates f at x itself).
     pub loss: Option<f32>,
     /// An approximation of f(x) before the step: [`loss`](StepReport::loss) when known, else
@@ -251,6 +254,13 @@ pub struct StepReport {
     pub evaluations: u32,
     /// The step's number, from 1.
     pub step: u64,
+    /// Whether the update was kept: always true, except with [`Optimizer::blocking`], where a
+    /// step whose proposed point raised the loss by more than the tolerance is rejected and x
+    /// is as before the step (bit-identical).
+    pub accepted: bool,
+    /// f at the proposed point x_new, when [`Optimizer::blocking`] evaluated it (every step
+    /// with blocking); `None` otherwise.
+    pub loss_proposed: Option<f32>,
 }
 
 /// An approximator and a chain of [`Transform`]s; `step` estimates, transforms and applies one
@@ -275,6 +285,8 @@ pub struct Optimizer {
     measure_loss: bool,
     /// Iterate averaging ([`Optimizer::average_from`]).
     averaging: Option<average::Averaging>,
+    /// Conservative steps ([`Optimizer::blocking`]).
+    blocking: Option<blocking::BlockingState>,
 }
 
 impl fmt::Debug for Optimizer {
@@ -314,6 +326,7 @@ impl Optimizer {
             checkpointed: Vec::new(),
             measure_loss: false,
             averaging: None,
+            blocking: None,
         })
     }
 
@@ -392,8 +405,9 @@ impl Optimizer {
     }
 
     /// Bytes of the n-sized GPU buffers the optimiser owns: the update and gradient buffers,
-    /// the snapshot of x for exact restoration, the modules' state (checkpoints included) and
-    /// the approximator's. 0 for the fused MeZO step.
+    /// the snapshot of x for exact restoration (and for [`blocking`](Optimizer::blocking)), the
+    /// modules' state (checkpoints included) and the approximator's. 0 for the fused MeZO step
+    /// without blocking (with blocking: the one copy of x).
     #[must_use]
     pub fn state_bytes(&self) -> u64 {
         let own = [&self.update, &self.grad, &self.snapshot]
@@ -453,6 +467,9 @@ impl Optimizer {
             )));
         }
         let target = self.approximator.current_target();
+        if let Some(b) = &self.blocking {
+            b.setting.validate()?;
+        }
         for m in &self.modules {
             m.validate()?;
             if m.needs_oracle() && target != Target::Closure {
@@ -472,6 +489,8 @@ impl Optimizer {
         }
         self.pre_stepped = false;
         self.checkpointed.clear();
+        // Blocking's calibration and reference, put back if the step fails.
+        let blocking = self.blocking.clone();
         // The parameters are put back by the estimators' and modules' own guards while the
         // error returns or the panic unwinds; what is left to undo here is the counters and
         // the modules' state.
@@ -486,10 +505,12 @@ impl Optimizer {
             }
             Ok(Err(e)) => {
                 self.abort();
+                self.blocking = blocking;
                 Err(e)
             }
             Err(payload) => {
                 self.abort();
+                self.blocking = blocking;
                 panic::resume_unwind(payload)
             }
         }
@@ -515,12 +536,26 @@ impl Optimizer {
         target: Target,
     ) -> Result<StepReport> {
         let step = self.step + 1;
-        let measured = if self.measure_loss {
-            Some(objective.scoped_loss(params)?)
+        // Blocking: a copy of x from before the estimate (a rejected step is copied back, so
+        // even the in-place drift of the estimate is undone), the calibration of the first
+        // step, and f(x₀) when no reference is known yet.
+        let mut calibrations = 0;
+        let mut first_reference = false;
+        if let Some(b) = self.blocking.as_mut() {
+            saved_copy(true, &mut self.snapshot, params)?;
+            calibrations = b.calibrate(objective, params)?;
+            first_reference = b.needs_reference();
+        }
+        let measured = if self.measure_loss || first_reference {
+            let f = objective.scoped_loss(params)?;
+            if first_reference {
+                crate::approx::check_loss(f, || "f(x₀), the blocking reference".into())?;
+            }
+            Some(f)
         } else {
             None
         };
-        let counted = u32::from(measured.is_some());
+        let counted = u32::from(measured.is_some()).saturating_add(calibrations);
         if let Some((beta, alpha)) = self.fusion() {
             self.approximator.pre_step();
             self.pre_stepped = true;
@@ -531,7 +566,9 @@ impl Optimizer {
                 est.loss_approx = measured;
             }
             let evaluations = est.evaluations.saturating_add(counted);
-            return Ok(report(&est, measured.or(est.loss), evaluations, step));
+            let mut rep = report(&est, measured.or(est.loss), evaluations, step);
+            self.decide(params, objective, &mut rep)?;
+            return Ok(rep);
         }
         let update = ensure_like(&mut self.update, params)?;
         self.approximator.pre_step();
@@ -547,8 +584,8 @@ impl Optimizer {
         if measured.is_some() {
             est.loss = measured;
             est.loss_approx = measured;
-            est.evaluations = est.evaluations.saturating_add(counted);
         }
+        est.evaluations = est.evaluations.saturating_add(counted);
         let grad = if self.modules.iter().any(|m| m.needs_grad()) {
             let g = ensure_like(&mut self.grad, params)?;
             copy(g, update)?;
@@ -558,7 +595,13 @@ impl Optimizer {
         };
         let last_evaluating = self.modules.iter().rposition(|m| m.evaluates());
         let exact = last_evaluating.is_some() && self.approximator.restores_exactly();
-        let saved = saved_copy(exact, &mut self.snapshot, params)?;
+        let blocking = self.blocking.is_some();
+        let saved = if blocking {
+            // Taken before the estimate; equal to x now when the estimator restores exactly.
+            self.snapshot.as_ref().filter(|_| exact)
+        } else {
+            saved_copy(exact, &mut self.snapshot, params)?
+        };
         let mut ctx = Context {
             gpu: &self.gpu,
             params,
@@ -573,7 +616,8 @@ impl Optimizer {
             saved,
         };
         for (k, m) in self.modules.iter_mut().enumerate() {
-            if self.checkpoints && last_evaluating.is_some_and(|j| k < j) {
+            // Blocking evaluates after every module and rolls them all back on a rejection.
+            if self.checkpoints && (blocking || last_evaluating.is_some_and(|j| k < j)) {
                 m.checkpoint()?;
                 self.checkpointed.push(k);
             }
@@ -581,7 +625,34 @@ impl Optimizer {
         }
         let (loss, evaluations) = (ctx.loss, ctx.evaluations);
         axpy(ctx.params, -1.0, ctx.update)?;
-        Ok(report(&est, loss, evaluations, step))
+        let mut rep = report(&est, loss, evaluations, step);
+        self.decide(params, objective, &mut rep)?;
+        Ok(rep)
+    }
+
+    /// With blocking, accepts or rejects the step just applied to `params` (x copied back
+    /// from the snapshot and the checkpointed modules rolled back on a rejection); nothing
+    /// without.
+    fn decide(
+        &mut self,
+        params: &mut Params,
+        objective: &mut dyn Objective,
+        rep: &mut StepReport,
+    ) -> Result<()> {
+        let Some(b) = self.blocking.as_mut() else {
+            return Ok(());
+        };
+        let before = self
+            .snapshot
+            .as_ref()
+            .ok_or_else(|| Error::invalid("blocking: no copy of x (internal)"))?;
+        b.decide(params, objective, before, rep)?;
+        if !rep.accepted {
+            for k in std::mem::take(&mut self.checkpointed).into_iter().rev() {
+                self.modules[k].rollback()?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -591,6 +662,8 @@ fn report(est: &Estimate, loss: Option<f32>, evaluations: u32, step: u64) -> Ste
         loss_approx: est.loss_approx.or(loss),
         evaluations,
         step,
+        accepted: true,
+        loss_proposed: None,
     }
 }
 

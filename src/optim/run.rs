@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{Optimizer, StepReport};
-use crate::approx::Coordinate;
+use crate::approx::{Coordinate, Evaluation};
 use crate::kernels::copy;
 use crate::kernels::Direction;
 use crate::{Error, Objective, Params, Result};
@@ -44,6 +44,8 @@ pub enum Control {
 pub struct Summary {
     /// Steps taken in this run.
     pub steps: u64,
+    /// Steps of this run rejected by [`Optimizer::blocking`] (counted in `steps` too).
+    pub rejected: u64,
     /// Objective evaluations in this run (the steps' [`StepReport::evaluations`], plus those of
     /// a step refused by the evaluation budget, see [`Run::max_evaluations`]).
     pub evaluations: u64,
@@ -125,8 +127,30 @@ impl Objective for Budgeted<'_> {
         self.take(1)?;
         self.inner.loss(params)
     }
+    fn loss_at(&mut self, params: &Params, at: &Evaluation) -> Result<f32> {
+        self.take(1)?;
+        self.inner.loss_at(params, at)
+    }
     fn has_batch(&self) -> bool {
         self.inner.has_batch()
+    }
+    fn loss_batch_at(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.take(points.len() as u64)?;
+        self.inner.loss_batch_at(params, points, at)
+    }
+    fn loss_batch_coords_at(
+        &mut self,
+        params: &mut Params,
+        points: &[Coordinate],
+        at: &[Evaluation],
+    ) -> Result<Vec<f32>> {
+        self.take(points.len() as u64)?;
+        self.inner.loss_batch_coords_at(params, points, at)
     }
     fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
         self.take(points.len() as u64)?;
@@ -309,6 +333,7 @@ impl<'r> Run<'r> {
         let mut prev = None;
         let mut summary = Summary {
             steps: 0,
+            rejected: 0,
             evaluations: 0,
             best: None,
             last: None,
@@ -338,6 +363,7 @@ impl<'r> Run<'r> {
                 Err(e) => return Err(e),
             };
             summary.steps += 1;
+            summary.rejected += u64::from(!report.accepted);
             summary.last = Some(report);
             widest = widest.max(u64::from(report.evaluations));
             let measured = report.loss.or(report.loss_approx);
