@@ -14,6 +14,28 @@
 // dst (shift.z).
 @group(0) @binding(3) var<storage, read> dst_scales: array<f32>;
 
+/// Sparse directions: `v`, the values of elements 4·quad .. 4·quad + 3 of sample `sample`, with
+/// the elements the mask drops set to -0.0 (masked pipelines only; the plain ones return `v`).
+/// The 1/sqrt(density) factor is folded into the coefficients by the host.
+fn sparse4(v: vec4<f32>, sample: u32, quad: vec2<u32>) -> vec4<f32> {
+    if (!ZOGRAD_MASKED) {
+        return v;
+    }
+    return zograd_drop4(v, zograd_keep4(launch.seed, launch.step, sample, quad, launch.mask.x));
+}
+
+/// The sums' starting value: 0.0, and -0.0 in masked pipelines, so that an element every term
+/// drops gets -0.0 added and keeps its bits (-0.0 + -0.0 = -0.0; +0.0 would turn a -0.0 element
+/// into +0.0).
+fn zero() -> f32 {
+    return select(0.0, bitcast<f32>(0x80000000u), ZOGRAD_MASKED);
+}
+
+/// (lo, hi) << s for 0 < s < 32.
+fn shl64(a: vec2<u32>, s: u32) -> vec2<u32> {
+    return vec2<u32>(a.x << s, (a.y << s) | (a.x >> (32u - s)));
+}
+
 // Rademacher: a thread owns half a Philox block, two 32-bit words, i.e. 64 consecutive
 // elements, and keeps their sums in sixteen vec4 registers while it walks the terms: per term
 // one Philox evaluation (shared by the 2 threads of a block, so one per 64 elements), then 64
@@ -30,10 +52,11 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
     let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
+    let quad0 = shl64(half, 4u);
     let keep = launch.coef.x;
     var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
-        a[q] = vec4<f32>(0.0);
+        a[q] = vec4<f32>(zero());
     }
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
@@ -41,8 +64,8 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
         let w = select(out.xy, out.zw, upper);
         for (var q = 0u; q < 8u; q = q + 1u) {
-            a[q] = a[q] + signed4(w.x, q, c);
-            a[q + 8u] = a[q + 8u] + signed4(w.y, q, c);
+            a[q] = a[q] + sparse4(signed4(w.x, q, c), term.x, zograd_add64(quad0, q));
+            a[q + 8u] = a[q + 8u] + sparse4(signed4(w.y, q, c), term.x, zograd_add64(quad0, q + 8u));
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {
@@ -59,7 +82,7 @@ fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         return;
     }
     let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
-    var acc = vec4<f32>(0.0);
+    var acc = vec4<f32>(zero());
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
@@ -69,7 +92,7 @@ fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         } else {
             z = zograd_uniform4(out);
         }
-        acc = acc + bitcast<f32>(term.y) * z;
+        acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
     }
     mul_add4(p0, r, launch.coef.x, acc);
 }
@@ -121,9 +144,10 @@ fn accumulate_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
     let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
+    let quad0 = shl64(half, 4u);
     var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
-        a[q] = vec4<f32>(0.0);
+        a[q] = vec4<f32>(zero());
     }
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
@@ -131,8 +155,8 @@ fn accumulate_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
         let w = select(out.xy, out.zw, upper);
         for (var q = 0u; q < 8u; q = q + 1u) {
-            a[q] = a[q] + signed4(w.x, q, c);
-            a[q + 8u] = a[q + 8u] + signed4(w.y, q, c);
+            a[q] = a[q] + sparse4(signed4(w.x, q, c), term.x, zograd_add64(quad0, q));
+            a[q + 8u] = a[q + 8u] + sparse4(signed4(w.y, q, c), term.x, zograd_add64(quad0, q + 8u));
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {
@@ -149,7 +173,7 @@ fn accumulate_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         return;
     }
     let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
-    var acc = vec4<f32>(0.0);
+    var acc = vec4<f32>(zero());
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
@@ -159,7 +183,74 @@ fn accumulate_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         } else {
             z = zograd_uniform4(out);
         }
-        acc = acc + bitcast<f32>(term.y) * z;
+        acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
     }
     mul_add4_scaled(p0, r, launch.coef.x, acc);
+}
+
+// Magnitude-masked directions (`_bits` entry points, built with ZOGRAD_MASKED = true): the
+// mask's bits, one per global element (word i / 32, bit i % 32), bound entire. The sums of an
+// element whose bit is clear are replaced by -0.0 (as for one every term drops).
+@group(0) @binding(3) var<storage, read> zograd_bits: array<u32>;
+
+/// The magnitude mask of elements 4·quad .. 4·quad + 3: 1.0 where the bit is set.
+fn bits4(quad: vec2<u32>) -> vec4<f32> {
+    let w = zograd_bits[(quad.x >> 3u) | (quad.y << 29u)];
+    let b = (vec4<u32>(w >> (4u * (quad.x & 7u))) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u);
+    return vec4<f32>(b);
+}
+
+@compute @workgroup_size(256)
+fn accumulate_rademacher_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 63u;
+    let p0 = 64u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
+    let blk = zograd_shr64(half, 1u);
+    let upper = (half.x & 1u) == 1u;
+    let quad0 = shl64(half, 4u);
+    var a: array<vec4<f32>, 16>;
+    for (var q = 0u; q < 16u; q = q + 1u) {
+        a[q] = vec4<f32>(zero());
+    }
+    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
+        let term = terms[i];
+        let c = bitcast<f32>(term.y);
+        let out = zograd_block(launch.seed, launch.step, term.x, blk);
+        let w = select(out.xy, out.zw, upper);
+        for (var q = 0u; q < 8u; q = q + 1u) {
+            a[q] = a[q] + sparse4(signed4(w.x, q, c), term.x, zograd_add64(quad0, q));
+            a[q + 8u] = a[q + 8u] + sparse4(signed4(w.y, q, c), term.x, zograd_add64(quad0, q + 8u));
+        }
+    }
+    for (var q = 0u; q < 16u; q = q + 1u) {
+        mul_add4(p0 + 4u * q, r, launch.coef.x, zograd_drop4(a[q], bits4(zograd_add64(quad0, q))));
+    }
+}
+
+@compute @workgroup_size(256)
+fn accumulate_quad_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 3u;
+    let p0 = 4u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
+    var acc = vec4<f32>(zero());
+    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
+        let term = terms[i];
+        let out = zograd_block(launch.seed, launch.step, term.x, blk);
+        var z: vec4<f32>;
+        if (launch.dist == ZOGRAD_GAUSSIAN) {
+            z = zograd_gaussian4(out);
+        } else {
+            z = zograd_uniform4(out);
+        }
+        acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
+    }
+    mul_add4(p0, r, launch.coef.x, zograd_drop4(acc, bits4(blk)));
 }

@@ -7,6 +7,7 @@ use super::{
     GradApproximator, Objective, Target,
 };
 use crate::checkpoint::{difference, State};
+use crate::kernels::Mask;
 use crate::restore::{Move, Restore};
 use crate::{Error, Gpu, Params, Result};
 
@@ -63,6 +64,8 @@ pub struct Fdm {
     batch_size: u32,
     allow_non_finite: bool,
     target: Target,
+    /// The frozen buffers ([`Fdm::freeze`]).
+    freeze: Vec<usize>,
 }
 
 impl Default for Fdm {
@@ -81,6 +84,7 @@ impl Fdm {
             batch_size: 4096,
             allow_non_finite: false,
             target: Target::Closure,
+            freeze: Vec::new(),
         }
     }
 
@@ -131,6 +135,16 @@ impl Fdm {
         self
     }
 
+    /// Freeze the buffers `buffers` (indices into [`Params::buffer_lens`]): their elements are
+    /// neither evaluated nor written, and the gradient is exactly 0 there (the evaluation count
+    /// drops by theirs). Checked at use as for the random estimators
+    /// ([`Sampler::freeze`](super::Sampler::freeze)).
+    #[must_use]
+    pub fn freeze(mut self, buffers: &[usize]) -> Self {
+        self.freeze = buffers.to_vec();
+        self
+    }
+
     fn run(
         &mut self,
         gpu: &Gpu,
@@ -144,6 +158,11 @@ impl Fdm {
             return Err(Error::invalid("batch_size: must be at least 1, got 0"));
         }
         check_buffers(gpu, params, grad)?;
+        let mask = if self.freeze.is_empty() {
+            Mask::all()
+        } else {
+            Mask::new(params, &self.freeze, 1.0)?
+        };
         let formula = self.formula;
         let offsets = formula.offsets();
         let m = offsets.len();
@@ -158,8 +177,12 @@ impl Fdm {
         let mut g = vec![0.0f32; x0.len()];
         let mut last_row = vec![0.0f64; m];
         let mut row = vec![0.0f64; m];
+        // The elements evaluated: those outside the frozen buffers.
+        let active: Vec<usize> = (0..x0.len())
+            .filter(|&i| !mask.is_frozen(i as u64))
+            .collect();
         if objective.has_batch() {
-            let total = x0.len() * m;
+            let total = active.len() * m;
             let batch = self.batch_size as usize;
             let mut start = 0;
             let mut chunk = Vec::with_capacity(batch.min(total));
@@ -167,7 +190,7 @@ impl Fdm {
                 let end = (start + batch).min(total);
                 chunk.clear();
                 chunk.extend((start..end).map(|p| {
-                    let (i, j) = (p / m, p % m);
+                    let (i, j) = (active[p / m], p % m);
                     Coordinate {
                         index: i as u64,
                         value: point(i, offsets[j]),
@@ -178,7 +201,7 @@ impl Fdm {
                 check_batch_len("loss_batch_coords", values.len(), chunk.len())?;
                 evaluations = evaluations.saturating_add(values.len() as u32);
                 for (p, v) in (start..end).zip(values) {
-                    let (i, j) = (p / m, p % m);
+                    let (i, j) = (active[p / m], p % m);
                     row[j] = f64::from(check_value(v, allow, || element_point(offsets[j], i))?);
                     if j + 1 == m {
                         g[i] = formula.combine(f0.map(f64::from), &row, h)? as f32;
@@ -189,7 +212,7 @@ impl Fdm {
             }
         } else {
             let mut guard = Restore::new(params);
-            for i in 0..x0.len() {
+            for &i in &active {
                 let index = i as u64;
                 for (j, &k) in offsets.iter().enumerate() {
                     let back = Move::Write(index, x0[i]);
@@ -219,13 +242,20 @@ fn element_point(k: i32, i: usize) -> String {
 impl Fdm {
     /// The settings as a checkpoint's `config`.
     fn config(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut m = serde_json::json!({
             "h": self.h,
             "formula": format!("{:?}", self.formula),
             "batch_size": self.batch_size,
             "allow_non_finite": self.allow_non_finite,
             "target": format!("{:?}", self.target),
-        })
+        });
+        if !self.freeze.is_empty() {
+            let mut frozen = self.freeze.clone();
+            frozen.sort_unstable();
+            frozen.dedup();
+            m["freeze"] = serde_json::json!(frozen);
+        }
+        m
     }
 }
 
