@@ -652,3 +652,72 @@ fn the_magnitude_mask_composes_with_the_fused_mezo_step() {
         );
     }
 }
+
+/// A `BatchObjective` whose shader applies the sparse mask (the test functions' shader, through
+/// `zograd_point_mask`) evaluates sparse points `x + s·u(dir, mask)` equal to the test
+/// function's f64 twin at the CPU twin's perturbed point, and the estimators then batch: one
+/// dispatch and one readback for all S samples. Frozen buffers are not batched (in place).
+#[test]
+fn batch_objectives_regenerate_the_sparse_mask() {
+    use zograd::testfns::{Function, Problem};
+    use zograd::Objective;
+    let gpu = gpu();
+    let n = 3_010u64;
+    let x0: Vec<f32> = data(5, n as usize).iter().map(|v| 2.0 * v).collect();
+    let mut x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
+    let p = Problem::new(Function::Rastrigin, n).unwrap();
+    let mask = Mask::new(&x, &[], 0.3).unwrap();
+    for dist in common::DISTS {
+        let mut batch = p.batch_objective(&x, 8).unwrap();
+        assert!(batch.batches_mask(&mask));
+        let points: Vec<(Direction, f32)> = (0..3)
+            .flat_map(|s| {
+                let d = Direction {
+                    sample: s,
+                    ..common::dir(dist)
+                };
+                [(d, 0.05f32), (d, -0.05)]
+            })
+            .collect();
+        let got = batch.loss_batch_masked(&mut x, &points, &mask).unwrap();
+        for ((d, s), b) in points.iter().zip(&got) {
+            let mut y = x0.clone();
+            cpu::perturb_masked(&mut y, 0, d, *s, n, &mask);
+            let twin = p.value_f64(&y).unwrap();
+            // Without the mask the point would differ in ~70 % of the coordinates by ±0.05·z.
+            assert!(
+                (f64::from(*b) - twin).abs() <= 1e-4 * twin.abs(),
+                "{dist} sample {} scale {s}: batch {b} vs twin {twin}",
+                d.sample
+            );
+        }
+    }
+    // The estimator batches sparse directions: one readback for S = 4 central samples.
+    let mut batch = p.batch_objective(&x, 8).unwrap();
+    let mut g = x.zeros_like().unwrap();
+    let mut est = MeZo::new().n_samples(4).density(0.3);
+    est.pre_step();
+    let e = est.approximate(&gpu, &mut x, &mut batch, &mut g).unwrap();
+    assert_eq!((e.evaluations, batch.readbacks()), (8, 1));
+    // Its estimate equals the in-place one (the ShaderObjective at x perturbed in place).
+    let mut plain = p.shader_objective(&x).unwrap();
+    let mut g2 = x.zeros_like().unwrap();
+    let mut est = MeZo::new().n_samples(4).density(0.3);
+    est.pre_step();
+    est.approximate(&gpu, &mut x, &mut plain, &mut g2).unwrap();
+    common::assert_close(
+        &g.to_vec().unwrap(),
+        &g2.to_vec().unwrap(),
+        0.05,
+        0.02,
+        "batched vs in-place sparse MeZO",
+    );
+    // A frozen buffer is not something the shader sees: not batched.
+    let frozen = Mask::new(
+        &Params::from_slices(&gpu, &[&x0[..10], &x0[10..]]).unwrap(),
+        &[0],
+        1.0,
+    )
+    .unwrap();
+    assert!(!batch.batches_mask(&frozen));
+}

@@ -78,14 +78,17 @@ pub(crate) fn differences(
     let offsets = formula.offsets();
     let (f0, mut evaluations) = unperturbed_loss(formula, allow, known_f0, objective, params)?;
     // A batching objective regenerates x + k·h·z itself, without the parameters' scales
-    // (Params::set_scales) and without a direction mask (frozen buffers, sparse directions:
-    // `loss_batch` receives plain directions): scaled parameters and masked directions are
-    // moved in place instead.
+    // (Params::set_scales): scaled parameters are moved in place instead, and so are masked
+    // directions (frozen buffers, sparse directions, a magnitude mask) unless the objective
+    // batches that mask (`Objective::batches_mask`; all samples of a call share one mask).
+    let mask = match samples.first().map(|s| s.along) {
+        Some(Along::Philox(_, mask)) => Some(mask),
+        _ => None,
+    };
     let batched = objective.has_batch()
         && !params.has_scales()
-        && samples
-            .iter()
-            .all(|s| matches!(s.along, Along::Philox(_, mask) if mask.is_all()));
+        && samples.iter().all(|s| matches!(s.along, Along::Philox(..)))
+        && mask.is_some_and(|m| objective.batches_mask(m));
     let mut guard = Restore::new(params);
     if batched {
         if let Some(saved) = saved {
@@ -104,7 +107,12 @@ pub(crate) fn differences(
                 offsets.iter().map(move |k| (dir, *k as f32 * s.unit))
             })
             .collect();
-        let result = objective.scoped_loss_batch(guard.params(), &points);
+        let result = match mask {
+            Some(mask) if !mask.is_all() => {
+                objective.scoped_loss_batch_masked(guard.params(), &points, mask)
+            }
+            _ => objective.scoped_loss_batch(guard.params(), &points),
+        };
         guard.finish()?;
         let flat = result?;
         check_batch_len("loss_batch", flat.len(), points.len())?;
