@@ -9,7 +9,9 @@
 mod common;
 
 use common::{data, gpu, invalid_naming};
-use zograd::approx::{Fdm, ForwardGradient, GaussianSmoothing, GradApproximator, MeZo, Rdsa, Spsa};
+use zograd::approx::{
+    Fdm, ForwardGradient, GaussianSmoothing, GradApproximator, Jvp, MeZo, Rdsa, Spsa,
+};
 use zograd::kernels::{self, Direction, Mask};
 use zograd::optim::{Lr, Optimizer, WeightDecay};
 use zograd::{cpu, rng, Distribution, Params, Result};
@@ -424,6 +426,18 @@ fn bad_masks_are_refused_by_name() {
         .freeze(&[9])
         .approximate(&gpu, &mut x, &mut quadratic(30, 20), &mut g);
     invalid_naming(r, &["freeze", "9"]);
+    let r = ForwardGradient::new()
+        .jvp(Jvp::User)
+        .density(0.5)
+        .approximate(&gpu, &mut x, &mut quadratic(30, 20), &mut g);
+    invalid_naming(r, &["jvp", "mask"]);
+    let r = Spsa::new().beta(0.5).freeze(&[1]).approximate(
+        &gpu,
+        &mut x,
+        &mut quadratic(30, 20),
+        &mut g,
+    );
+    invalid_naming(r, &["freeze", "beta"]);
     for (q, every) in [(0.0f32, 1u32), (1.5, 1), (0.5, 0)] {
         let r = MeZo::new().magnitude_mask(q, every).approximate(
             &gpu,

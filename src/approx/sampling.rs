@@ -305,7 +305,12 @@ impl<K> Sampler<K> {
     /// default) freezes nothing. See [`Mask`] for the directions' definition.
     ///
     /// Optimiser modules that add terms of their own to the update (an unfused `WeightDecay`)
-    /// still move frozen buffers; the fused MeZO step does not decay them.
+    /// still move frozen buffers; the fused MeZO step does not decay them. With
+    /// `exact_restore(true)` the restoring copy rewrites every buffer with its saved bytes,
+    /// frozen ones included (the same bytes). `RandomizedFdm` with `beta > 0` refuses frozen
+    /// buffers (its stored directions move x by `axpy` over every buffer). The directions of
+    /// [`next_directions`](Sampler::next_directions) are the unmasked ones: apply them with
+    /// [`mask_for`](Sampler::mask_for) and the masked kernels.
     #[must_use]
     pub fn freeze(mut self, buffers: &[usize]) -> Self {
         self.freeze = buffers.to_vec();

@@ -153,7 +153,9 @@ const fn row(
 /// owns a tile of 32768 elements (256 threads × one Philox block of 128), the Rademacher
 /// accumulate 256 threads of 64 elements (two Philox words each), the dot product 256 threads of 64 elements
 /// (`DOT_PER_THREAD` in `shaders/reduce.wgsl`), quad kernels 256 blocks of 4, elementwise
-/// kernels and the sphere norms 1024 elements.
+/// kernels and the sphere norms 1024 elements. The masked rows (sparse directions) and `_bits` rows
+/// (magnitude mask) share the shapes of the rows they mask; the magnitude histogram covers 256
+/// elements per workgroup, the mask bits 8192 (256 threads × one 32-bit word).
 pub(crate) const KERNELS: [KernelSpec; 39] = {
     use Family as F;
     use Kernel as K;
