@@ -431,6 +431,11 @@ fn bad_masks_are_refused_by_name() {
         .density(0.5)
         .approximate(&gpu, &mut x, &mut quadratic(30, 20), &mut g);
     invalid_naming(r, &["jvp", "mask"]);
+    let r = ForwardGradient::new()
+        .jvp(Jvp::User)
+        .magnitude_mask(0.5, 1)
+        .approximate(&gpu, &mut x, &mut quadratic(30, 20), &mut g);
+    invalid_naming(r, &["jvp", "mask"]);
     let r = Spsa::new().beta(0.5).freeze(&[1]).approximate(
         &gpu,
         &mut x,

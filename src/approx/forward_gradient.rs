@@ -209,7 +209,7 @@ impl Kind for ForwardKind {
                  Jvp or clear the scales",
             ));
         }
-        if user && !s.mask_for(call.params)?.is_all() {
+        if user && (!s.mask_for(call.params)?.is_all() || s.set.magnitude.is_some()) {
             return Err(crate::Error::invalid(
                 "jvp: Jvp::User with a direction mask (freeze, density): a user JVP gives ∇f·z along \
                  the unmasked direction; use a finite-difference Jvp",

@@ -8,13 +8,13 @@
 //!
 //! [`RandomizedFdm`]: super::RandomizedFdm
 
+use std::sync::Arc;
+
 use super::probe::{differences, Differences, Sample};
 use super::{
     check_buffers, check_h, check_samples, Estimate, Formula, GradApproximator, Objective, Target,
 };
 use crate::checkpoint::{difference, State};
-use std::sync::Arc;
-
 use crate::gpu::magnitude::MagnitudeBuffers;
 use crate::kernels::{self, fill, Direction, Mask};
 use crate::mask::{self, Magnitude};
@@ -349,7 +349,8 @@ impl<K> Sampler<K> {
         self
     }
 
-    /// The direction mask these settings give for `params` (frozen buffers, density): what
+    /// The direction mask these settings give for `params` (frozen buffers, density, and the
+    /// magnitude mask of the last call when one is set): what
     /// [`kernels::perturb_masked`] and [`kernels::scale_accumulate_masked`] need to apply the
     /// terms of [`MeZo::estimate_terms`](super::MeZo::estimate_terms) by hand.
     ///
