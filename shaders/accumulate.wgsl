@@ -24,6 +24,17 @@ fn sparse4(v: vec4<f32>, sample: u32, quad: vec2<u32>) -> vec4<f32> {
     return zograd_drop4(v, zograd_keep4(launch.seed, launch.step, sample, quad, launch.mask.x));
 }
 
+/// `sparse4` for the eight elements 8b .. 8b + 7 of ONE mask block b: `v0` the first four,
+/// `v1` the last four.
+fn sparse8(v0: vec4<f32>, v1: vec4<f32>, sample: u32, b: vec2<u32>) -> array<vec4<f32>, 2> {
+    if (!ZOGRAD_MASKED) {
+        return array<vec4<f32>, 2>(v0, v1);
+    }
+    let out = zograd_mask_block(launch.seed, launch.step, sample, b);
+    let t = launch.mask.x;
+    return array<vec4<f32>, 2>(zograd_drop4(v0, zograd_keep_lanes(out.xy, t)), zograd_drop4(v1, zograd_keep_lanes(out.zw, t)));
+}
+
 /// The sums' starting value: 0.0, and -0.0 in masked pipelines, so that an element every term
 /// drops gets -0.0 added and keeps its bits (-0.0 + -0.0 = -0.0; +0.0 would turn a -0.0 element
 /// into +0.0).
@@ -52,7 +63,7 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
     let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
-    let quad0 = shl64(half, 4u);
+    let oct0 = shl64(half, 3u);
     let keep = launch.coef.x;
     var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
@@ -63,9 +74,15 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
         let c = bitcast<f32>(term.y);
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
         let w = select(out.xy, out.zw, upper);
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            a[q] = a[q] + sparse4(signed4(w.x, q, c), term.x, zograd_add64(quad0, q));
-            a[q + 8u] = a[q + 8u] + sparse4(signed4(w.y, q, c), term.x, zograd_add64(quad0, q + 8u));
+        // One mask block per two quads: blocks oct0 + q2 (word x) and oct0 + 4 + q2 (word y).
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
+            let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
+            a[q] = a[q] + vx[0];
+            a[q + 1u] = a[q + 1u] + vx[1];
+            a[q + 8u] = a[q + 8u] + vy[0];
+            a[q + 9u] = a[q + 9u] + vy[1];
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {
@@ -144,7 +161,7 @@ fn accumulate_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
     let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
-    let quad0 = shl64(half, 4u);
+    let oct0 = shl64(half, 3u);
     var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
         a[q] = vec4<f32>(zero());
@@ -154,9 +171,15 @@ fn accumulate_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
         let c = bitcast<f32>(term.y);
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
         let w = select(out.xy, out.zw, upper);
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            a[q] = a[q] + sparse4(signed4(w.x, q, c), term.x, zograd_add64(quad0, q));
-            a[q + 8u] = a[q + 8u] + sparse4(signed4(w.y, q, c), term.x, zograd_add64(quad0, q + 8u));
+        // One mask block per two quads: blocks oct0 + q2 (word x) and oct0 + 4 + q2 (word y).
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
+            let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
+            a[q] = a[q] + vx[0];
+            a[q + 1u] = a[q + 1u] + vx[1];
+            a[q + 8u] = a[q + 8u] + vy[0];
+            a[q + 9u] = a[q + 9u] + vy[1];
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {
@@ -212,6 +235,7 @@ fn accumulate_rademacher_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(loc
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
     let quad0 = shl64(half, 4u);
+    let oct0 = shl64(half, 3u);
     var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
         a[q] = vec4<f32>(zero());
@@ -221,9 +245,15 @@ fn accumulate_rademacher_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(loc
         let c = bitcast<f32>(term.y);
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
         let w = select(out.xy, out.zw, upper);
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            a[q] = a[q] + sparse4(signed4(w.x, q, c), term.x, zograd_add64(quad0, q));
-            a[q + 8u] = a[q + 8u] + sparse4(signed4(w.y, q, c), term.x, zograd_add64(quad0, q + 8u));
+        // One mask block per two quads: blocks oct0 + q2 (word x) and oct0 + 4 + q2 (word y).
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
+            let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
+            a[q] = a[q] + vx[0];
+            a[q + 1u] = a[q + 1u] + vx[1];
+            a[q + 8u] = a[q + 8u] + vy[0];
+            a[q + 9u] = a[q + 9u] + vy[1];
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {

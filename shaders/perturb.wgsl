@@ -15,6 +15,17 @@ fn sparse4(v: vec4<f32>, sample: u32, quad: vec2<u32>) -> vec4<f32> {
     return zograd_drop4(v, zograd_keep4(launch.seed, launch.step, sample, quad, launch.mask.x));
 }
 
+/// `sparse4` for the eight elements 8b .. 8b + 7 of ONE mask block b: `v0` the first four,
+/// `v1` the last four.
+fn sparse8(v0: vec4<f32>, v1: vec4<f32>, sample: u32, b: vec2<u32>) -> array<vec4<f32>, 2> {
+    if (!ZOGRAD_MASKED) {
+        return array<vec4<f32>, 2>(v0, v1);
+    }
+    let out = zograd_mask_block(launch.seed, launch.step, sample, b);
+    let t = launch.mask.x;
+    return array<vec4<f32>, 2>(zograd_drop4(v0, zograd_keep_lanes(out.xy, t)), zograd_drop4(v1, zograd_keep_lanes(out.zw, t)));
+}
+
 /// (lo, hi) << s for 0 < s < 32.
 fn shl64(a: vec2<u32>, s: u32) -> vec2<u32> {
     return vec2<u32>(a.x << s, (a.y << s) | (a.x >> (32u - s)));
@@ -36,12 +47,15 @@ fn perturb_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
     let blk = zograd_add64(zograd_shr64(launch.gbase, 7u), t);
     let out = zograd_block(launch.seed, launch.step, launch.sample, blk);
     let s = launch.coef.x;
-    let quad0 = shl64(blk, 5u);
+    // Mask block of elements 8·(16·blk + 4·word + q2) ...: one per two quads.
+    let oct0 = shl64(blk, 4u);
     for (var word = 0u; word < 4u; word = word + 1u) {
         let w = out[word];
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            let v = sparse4(signed4(w, q, s), launch.sample, zograd_add64(quad0, 8u * word + q));
-            add4(p0 + 32u * word + 4u * q, r, v);
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let v = sparse8(signed4(w, q, s), signed4(w, q + 1u, s), launch.sample, zograd_add64(oct0, 4u * word + q2));
+            add4(p0 + 32u * word + 4u * q, r, v[0]);
+            add4(p0 + 32u * word + 4u * q + 4u, r, v[1]);
         }
     }
 }
@@ -68,12 +82,15 @@ fn perturb_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(loca
     let blk = zograd_add64(zograd_shr64(launch.gbase, 7u), t);
     let out = zograd_block(launch.seed, launch.step, launch.sample, blk);
     let s = launch.coef.x;
-    let quad0 = shl64(blk, 5u);
+    // Mask block of elements 8·(16·blk + 4·word + q2) ...: one per two quads.
+    let oct0 = shl64(blk, 4u);
     for (var word = 0u; word < 4u; word = word + 1u) {
         let w = out[word];
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            let v = sparse4(signed4(w, q, s), launch.sample, zograd_add64(quad0, 8u * word + q));
-            add4_scaled(p0 + 32u * word + 4u * q, r, v);
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let v = sparse8(signed4(w, q, s), signed4(w, q + 1u, s), launch.sample, zograd_add64(oct0, 4u * word + q2));
+            add4_scaled(p0 + 32u * word + 4u * q, r, v[0]);
+            add4_scaled(p0 + 32u * word + 4u * q + 4u, r, v[1]);
         }
     }
 }
@@ -139,12 +156,15 @@ fn perturb_rademacher_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_
     let out = zograd_block(launch.seed, launch.step, launch.sample, blk);
     let s = launch.coef.x;
     let quad0 = shl64(blk, 5u);
+    let oct0 = shl64(blk, 4u);
     for (var word = 0u; word < 4u; word = word + 1u) {
         let w = out[word];
-        for (var q = 0u; q < 8u; q = q + 1u) {
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
             let quad = zograd_add64(quad0, 8u * word + q);
-            let v = zograd_drop4(sparse4(signed4(w, q, s), launch.sample, quad), bits4(quad));
-            add4(p0 + 32u * word + 4u * q, r, v);
+            let v = sparse8(signed4(w, q, s), signed4(w, q + 1u, s), launch.sample, zograd_add64(oct0, 4u * word + q2));
+            add4(p0 + 32u * word + 4u * q, r, zograd_drop4(v[0], bits4(quad)));
+            add4(p0 + 32u * word + 4u * q + 4u, r, zograd_drop4(v[1], bits4(zograd_add64(quad, 1u))));
         }
     }
 }

@@ -148,9 +148,18 @@ fn zograd_z(dist: u32, seed: vec2<u32>, step: u32, sample: u32, index: vec2<u32>
 /// never have bit 63 of the block index set: the mask and the direction values are different
 /// Philox outputs of one key, and the mask does not correlate with the value it multiplies.
 fn zograd_keep4(seed: vec2<u32>, step: u32, sample: u32, quad: vec2<u32>, threshold: u32) -> vec4<f32> {
-    let b = zograd_shr64(quad, 1u);
-    let out = zograd_philox(vec4<u32>(b.x, b.y | 0x80000000u, sample, step), seed);
-    let w = select(out.xy, out.zw, (quad.x & 1u) == 1u);
+    let out = zograd_mask_block(seed, step, sample, zograd_shr64(quad, 1u));
+    return zograd_keep_lanes(select(out.xy, out.zw, (quad.x & 1u) == 1u), threshold);
+}
+
+/// The Philox block of the sparse mask of elements 8b .. 8b + 7 (see `zograd_keep4`).
+fn zograd_mask_block(seed: vec2<u32>, step: u32, sample: u32, b: vec2<u32>) -> vec4<u32> {
+    return zograd_philox(vec4<u32>(b.x, b.y | 0x80000000u, sample, step), seed);
+}
+
+/// The keep values (1.0 / 0.0) of the four 16-bit lanes of two mask words: words (x, y) of a
+/// mask block for elements 8b .. 8b + 3, words (z, w) for 8b + 4 .. 8b + 7.
+fn zograd_keep_lanes(w: vec2<u32>, threshold: u32) -> vec4<f32> {
     let lanes = vec4<u32>(w.x & 0xFFFFu, w.x >> 16u, w.y & 0xFFFFu, w.y >> 16u);
     return select(vec4<f32>(0.0), vec4<f32>(1.0), lanes < vec4<u32>(threshold));
 }
