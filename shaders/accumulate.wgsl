@@ -14,6 +14,39 @@
 // dst (shift.z).
 @group(0) @binding(3) var<storage, read> dst_scales: array<f32>;
 
+/// Sparse directions: `v`, the values of elements 4·quad .. 4·quad + 3 of sample `sample`, with
+/// the elements the mask drops set to -0.0 (masked pipelines only; the plain ones return `v`).
+/// The 1/sqrt(density) factor is folded into the coefficients by the host.
+fn sparse4(v: vec4<f32>, sample: u32, quad: vec2<u32>) -> vec4<f32> {
+    if (!ZOGRAD_MASKED) {
+        return v;
+    }
+    return zograd_drop4(v, zograd_keep4(launch.seed, launch.step, sample, quad, launch.mask.x));
+}
+
+/// `sparse4` for the eight elements 8b .. 8b + 7 of ONE mask block b: `v0` the first four,
+/// `v1` the last four.
+fn sparse8(v0: vec4<f32>, v1: vec4<f32>, sample: u32, b: vec2<u32>) -> array<vec4<f32>, 2> {
+    if (!ZOGRAD_MASKED) {
+        return array<vec4<f32>, 2>(v0, v1);
+    }
+    let out = zograd_mask_block(launch.seed, launch.step, sample, b);
+    let t = launch.mask.x;
+    return array<vec4<f32>, 2>(zograd_drop4(v0, zograd_keep_lanes(out.xy, t)), zograd_drop4(v1, zograd_keep_lanes(out.zw, t)));
+}
+
+/// The sums' starting value: 0.0, and -0.0 in masked pipelines, so that an element every term
+/// drops gets -0.0 added and keeps its bits (-0.0 + -0.0 = -0.0; +0.0 would turn a -0.0 element
+/// into +0.0).
+fn zero() -> f32 {
+    return select(0.0, bitcast<f32>(0x80000000u), ZOGRAD_MASKED);
+}
+
+/// (lo, hi) << s for 0 < s < 32.
+fn shl64(a: vec2<u32>, s: u32) -> vec2<u32> {
+    return vec2<u32>(a.x << s, (a.y << s) | (a.x >> (32u - s)));
+}
+
 // Rademacher: a thread owns half a Philox block, two 32-bit words, i.e. 64 consecutive
 // elements, and keeps their sums in sixteen vec4 registers while it walks the terms: per term
 // one Philox evaluation (shared by the 2 threads of a block, so one per 64 elements), then 64
@@ -30,19 +63,26 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
     let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
+    let oct0 = shl64(half, 3u);
     let keep = launch.coef.x;
     var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
-        a[q] = vec4<f32>(0.0);
+        a[q] = vec4<f32>(zero());
     }
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
         let c = bitcast<f32>(term.y);
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
         let w = select(out.xy, out.zw, upper);
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            a[q] = a[q] + signed4(w.x, q, c);
-            a[q + 8u] = a[q + 8u] + signed4(w.y, q, c);
+        // One mask block per two quads: blocks oct0 + q2 (word x) and oct0 + 4 + q2 (word y).
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
+            let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
+            a[q] = a[q] + vx[0];
+            a[q + 1u] = a[q + 1u] + vx[1];
+            a[q + 8u] = a[q + 8u] + vy[0];
+            a[q + 9u] = a[q + 9u] + vy[1];
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {
@@ -59,7 +99,7 @@ fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         return;
     }
     let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
-    var acc = vec4<f32>(0.0);
+    var acc = vec4<f32>(zero());
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
@@ -69,7 +109,7 @@ fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         } else {
             z = zograd_uniform4(out);
         }
-        acc = acc + bitcast<f32>(term.y) * z;
+        acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
     }
     mul_add4(p0, r, launch.coef.x, acc);
 }
@@ -121,18 +161,25 @@ fn accumulate_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
     let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
+    let oct0 = shl64(half, 3u);
     var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
-        a[q] = vec4<f32>(0.0);
+        a[q] = vec4<f32>(zero());
     }
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
         let c = bitcast<f32>(term.y);
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
         let w = select(out.xy, out.zw, upper);
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            a[q] = a[q] + signed4(w.x, q, c);
-            a[q + 8u] = a[q + 8u] + signed4(w.y, q, c);
+        // One mask block per two quads: blocks oct0 + q2 (word x) and oct0 + 4 + q2 (word y).
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
+            let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
+            a[q] = a[q] + vx[0];
+            a[q + 1u] = a[q + 1u] + vx[1];
+            a[q + 8u] = a[q + 8u] + vy[0];
+            a[q + 9u] = a[q + 9u] + vy[1];
         }
     }
     for (var q = 0u; q < 16u; q = q + 1u) {
@@ -149,7 +196,7 @@ fn accumulate_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         return;
     }
     let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
-    var acc = vec4<f32>(0.0);
+    var acc = vec4<f32>(zero());
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
         let out = zograd_block(launch.seed, launch.step, term.x, blk);
@@ -159,7 +206,81 @@ fn accumulate_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         } else {
             z = zograd_uniform4(out);
         }
-        acc = acc + bitcast<f32>(term.y) * z;
+        acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
     }
     mul_add4_scaled(p0, r, launch.coef.x, acc);
+}
+
+// Magnitude-masked directions (`_bits` entry points, built with ZOGRAD_MASKED = true): the
+// mask's bits, one per global element (word i / 32, bit i % 32), bound entire. The sums of an
+// element whose bit is clear are replaced by -0.0 (as for one every term drops).
+@group(0) @binding(3) var<storage, read> zograd_bits: array<u32>;
+
+/// The magnitude mask of elements 4·quad .. 4·quad + 3: 1.0 where the bit is set.
+fn bits4(quad: vec2<u32>) -> vec4<f32> {
+    let w = zograd_bits[(quad.x >> 3u) | (quad.y << 29u)];
+    let b = (vec4<u32>(w >> (4u * (quad.x & 7u))) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u);
+    return vec4<f32>(b);
+}
+
+@compute @workgroup_size(256)
+fn accumulate_rademacher_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 63u;
+    let p0 = 64u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
+    let blk = zograd_shr64(half, 1u);
+    let upper = (half.x & 1u) == 1u;
+    let quad0 = shl64(half, 4u);
+    let oct0 = shl64(half, 3u);
+    var a: array<vec4<f32>, 16>;
+    for (var q = 0u; q < 16u; q = q + 1u) {
+        a[q] = vec4<f32>(zero());
+    }
+    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
+        let term = terms[i];
+        let c = bitcast<f32>(term.y);
+        let out = zograd_block(launch.seed, launch.step, term.x, blk);
+        let w = select(out.xy, out.zw, upper);
+        // One mask block per two quads: blocks oct0 + q2 (word x) and oct0 + 4 + q2 (word y).
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
+            let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
+            a[q] = a[q] + vx[0];
+            a[q + 1u] = a[q + 1u] + vx[1];
+            a[q + 8u] = a[q + 8u] + vy[0];
+            a[q + 9u] = a[q + 9u] + vy[1];
+        }
+    }
+    for (var q = 0u; q < 16u; q = q + 1u) {
+        mul_add4(p0 + 4u * q, r, launch.coef.x, zograd_drop4(a[q], bits4(zograd_add64(quad0, q))));
+    }
+}
+
+@compute @workgroup_size(256)
+fn accumulate_quad_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 3u;
+    let p0 = 4u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
+    var acc = vec4<f32>(zero());
+    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
+        let term = terms[i];
+        let out = zograd_block(launch.seed, launch.step, term.x, blk);
+        var z: vec4<f32>;
+        if (launch.dist == ZOGRAD_GAUSSIAN) {
+            z = zograd_gaussian4(out);
+        } else {
+            z = zograd_uniform4(out);
+        }
+        acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
+    }
+    mul_add4(p0, r, launch.coef.x, zograd_drop4(acc, bits4(blk)));
 }

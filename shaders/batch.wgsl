@@ -14,7 +14,7 @@ struct ZogradBatch {
     dist: u32,         // ZOGRAD_RADEMACHER, ZOGRAD_GAUSSIAN (also Sphere) or ZOGRAD_UNIFORM
     count: u32,        // points in this dispatch
     first: u32,        // index of this dispatch's point 0 in zograd_points / zograd_losses
-    reserved0: u32,
+    threshold: u32,    // sparse directions: the density threshold T of zograd_keep4 (0: dense)
     reserved1: u32,
 }
 
@@ -57,12 +57,26 @@ fn zograd_quad(out: vec4<u32>) -> vec4<f32> {
     return zograd_uniform4(out);
 }
 
-/// scale_p · z(seed, step, sample_p, index) for one element (index = (lo, hi) of the global
-/// element index): convenient, but one Philox evaluation per call; loops over many elements
-/// share a block through `zograd_point_block`.
+/// Sparse directions (`Sampler::density`): the factor of element `index` of point p's direction,
+/// 1/sqrt(density) where the mask keeps it and 0 where it drops it (`zograd_keep4`); 1 for dense
+/// directions. `zograd_dz` applies it; multiply the values of `zograd_rademacher` and
+/// `zograd_quad` by it when the shader handles sparse directions
+/// (`BatchObjective::handles_sparse_directions`).
+fn zograd_point_mask(p: u32, index: vec2<u32>) -> f32 {
+    let t = zograd_batch.threshold;
+    if (t == 0u || t >= 65536u) {
+        return 1.0;
+    }
+    let keep = zograd_keep4(zograd_batch.seed, zograd_batch.step, zograd_point(p).sample, zograd_shr64(index, 2u), t)[index.x & 3u];
+    return keep * inverseSqrt(f32(t) * 1.52587890625e-5);
+}
+
+/// scale_p · u_p(index) for one element (index = (lo, hi) of the global element index), the
+/// sparse mask included: convenient, but one Philox evaluation per call (two with a sparse
+/// mask); loops over many elements share a block through `zograd_point_block`.
 fn zograd_dz(p: u32, index: vec2<u32>) -> f32 {
     let pt = zograd_point(p);
-    return pt.scale * zograd_z(zograd_batch.dist, zograd_batch.seed, zograd_batch.step, pt.sample, index);
+    return pt.scale * zograd_z(zograd_batch.dist, zograd_batch.seed, zograd_batch.step, pt.sample, index) * zograd_point_mask(p, index);
 }
 
 /// The common-random-numbers seed of point p as (lo, hi): words 0 and 1 of Philox at counter

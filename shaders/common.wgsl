@@ -21,6 +21,8 @@ struct Launch {
     coef2: vec4<f32>,   // more scalars (Adam's bias corrections)
     shift: vec4<u32>,   // per storage binding 1, 2, 3, 4: index of the range's element 0 in
                         // the bound range (ranges that start off the storage offset alignment)
+    mask: vec4<u32>,    // sparse directions: mask.x = the density threshold T (keep4 in
+                        // philox.wgsl); read by the ZOGRAD_MASKED pipelines only
 }
 
 @group(0) @binding(0) var<uniform> launch: Launch;
@@ -32,6 +34,11 @@ struct Launch {
 // and the 8-term Rademacher accumulate 44 % slower; specialising on the shift value instead
 // recompiled the shader for every new shift.
 override ZOGRAD_SHIFTED: bool = false;
+
+// Whether this pipeline draws sparse directions (`zograd::kernels::Mask` with a density below
+// 1): the direction kernels are built plain (false, the mask is compiled out) and masked (true:
+// each value is multiplied by its element's mask, `zograd_keep4`, with threshold launch.mask.x).
+override ZOGRAD_MASKED: bool = false;
 
 /// The shifts of the storage bindings 1, 2, 3, 4 (all 0 in plain pipelines).
 fn zograd_shift() -> vec4<u32> {

@@ -5,6 +5,32 @@
 // perturb_*_scaled: the destination's scales, bound like dst (same range, shift.y).
 @group(0) @binding(2) var<storage, read> dst_scales: array<f32>;
 
+/// Sparse directions: `v`, the values of elements 4·quad .. 4·quad + 3 of sample `sample`, with
+/// the elements the mask drops set to -0.0 (masked pipelines only; the plain ones return `v`).
+/// The 1/sqrt(density) factor is folded into the coefficients by the host.
+fn sparse4(v: vec4<f32>, sample: u32, quad: vec2<u32>) -> vec4<f32> {
+    if (!ZOGRAD_MASKED) {
+        return v;
+    }
+    return zograd_drop4(v, zograd_keep4(launch.seed, launch.step, sample, quad, launch.mask.x));
+}
+
+/// `sparse4` for the eight elements 8b .. 8b + 7 of ONE mask block b: `v0` the first four,
+/// `v1` the last four.
+fn sparse8(v0: vec4<f32>, v1: vec4<f32>, sample: u32, b: vec2<u32>) -> array<vec4<f32>, 2> {
+    if (!ZOGRAD_MASKED) {
+        return array<vec4<f32>, 2>(v0, v1);
+    }
+    let out = zograd_mask_block(launch.seed, launch.step, sample, b);
+    let t = launch.mask.x;
+    return array<vec4<f32>, 2>(zograd_drop4(v0, zograd_keep_lanes(out.xy, t)), zograd_drop4(v1, zograd_keep_lanes(out.zw, t)));
+}
+
+/// (lo, hi) << s for 0 < s < 32.
+fn shl64(a: vec2<u32>, s: u32) -> vec2<u32> {
+    return vec2<u32>(a.x << s, (a.y << s) | (a.x >> (32u - s)));
+}
+
 // Rademacher: a thread owns one Philox block, i.e. 128 consecutive elements: one Philox
 // evaluation per 128 elements, the signs taken from the four words in registers. No workgroup
 // memory and no barriers. (A variant where a workgroup shares 33 blocks through workgroup memory
@@ -18,12 +44,18 @@ fn perturb_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
     if (p0 >= launch.len + r) {
         return;
     }
-    let out = zograd_block(launch.seed, launch.step, launch.sample, zograd_add64(zograd_shr64(launch.gbase, 7u), t));
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 7u), t);
+    let out = zograd_block(launch.seed, launch.step, launch.sample, blk);
     let s = launch.coef.x;
+    // Mask block of elements 8·(16·blk + 4·word + q2) ...: one per two quads.
+    let oct0 = shl64(blk, 4u);
     for (var word = 0u; word < 4u; word = word + 1u) {
         let w = out[word];
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            add4(p0 + 32u * word + 4u * q, r, signed4(w, q, s));
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let v = sparse8(signed4(w, q, s), signed4(w, q + 1u, s), launch.sample, zograd_add64(oct0, 4u * word + q2));
+            add4(p0 + 32u * word + 4u * q, r, v[0]);
+            add4(p0 + 32u * word + 4u * q + 4u, r, v[1]);
         }
     }
 }
@@ -47,26 +79,33 @@ fn perturb_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(loca
     if (p0 >= launch.len + r) {
         return;
     }
-    let out = zograd_block(launch.seed, launch.step, launch.sample, zograd_add64(zograd_shr64(launch.gbase, 7u), t));
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 7u), t);
+    let out = zograd_block(launch.seed, launch.step, launch.sample, blk);
     let s = launch.coef.x;
+    // Mask block of elements 8·(16·blk + 4·word + q2) ...: one per two quads.
+    let oct0 = shl64(blk, 4u);
     for (var word = 0u; word < 4u; word = word + 1u) {
         let w = out[word];
-        for (var q = 0u; q < 8u; q = q + 1u) {
-            add4_scaled(p0 + 32u * word + 4u * q, r, signed4(w, q, s));
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let v = sparse8(signed4(w, q, s), signed4(w, q + 1u, s), launch.sample, zograd_add64(oct0, 4u * word + q2));
+            add4_scaled(p0 + 32u * word + 4u * q, r, v[0]);
+            add4_scaled(p0 + 32u * word + 4u * q + 4u, r, v[1]);
         }
     }
 }
 
 /// The 4 values of the Gaussian or uniform direction in thread t's Philox block, times coef.x.
 fn quad_values(t: u32) -> vec4<f32> {
-    let out = zograd_block(launch.seed, launch.step, launch.sample, zograd_add64(zograd_shr64(launch.gbase, 2u), t));
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
+    let out = zograd_block(launch.seed, launch.step, launch.sample, blk);
     var z: vec4<f32>;
     if (launch.dist == ZOGRAD_GAUSSIAN) {
         z = zograd_gaussian4(out);
     } else {
         z = zograd_uniform4(out);
     }
-    return launch.coef.x * z;
+    return sparse4(launch.coef.x * z, launch.sample, blk);
 }
 
 // Gaussian and uniform: a thread owns one Philox block of 4 elements. The chunk may start in
@@ -91,4 +130,53 @@ fn perturb_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
         return;
     }
     add4_scaled(p0, r, quad_values(t));
+}
+
+// Magnitude-masked directions (`_bits` entry points, built with ZOGRAD_MASKED = true): the
+// mask's bits, one per global element (word i / 32, bit i % 32), bound entire. An element whose
+// bit is clear gets -0.0 (as one the sparse mask drops).
+@group(0) @binding(2) var<storage, read> zograd_bits: array<u32>;
+
+/// The magnitude mask of elements 4·quad .. 4·quad + 3: 1.0 where the bit is set.
+fn bits4(quad: vec2<u32>) -> vec4<f32> {
+    let w = zograd_bits[(quad.x >> 3u) | (quad.y << 29u)];
+    let b = (vec4<u32>(w >> (4u * (quad.x & 7u))) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u);
+    return vec4<f32>(b);
+}
+
+@compute @workgroup_size(256)
+fn perturb_rademacher_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 127u;
+    let p0 = 128u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 7u), t);
+    let out = zograd_block(launch.seed, launch.step, launch.sample, blk);
+    let s = launch.coef.x;
+    let quad0 = shl64(blk, 5u);
+    let oct0 = shl64(blk, 4u);
+    for (var word = 0u; word < 4u; word = word + 1u) {
+        let w = out[word];
+        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
+            let q = 2u * q2;
+            let quad = zograd_add64(quad0, 8u * word + q);
+            let v = sparse8(signed4(w, q, s), signed4(w, q + 1u, s), launch.sample, zograd_add64(oct0, 4u * word + q2));
+            add4(p0 + 32u * word + 4u * q, r, zograd_drop4(v[0], bits4(quad)));
+            add4(p0 + 32u * word + 4u * q + 4u, r, zograd_drop4(v[1], bits4(zograd_add64(quad, 1u))));
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn perturb_quad_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 3u;
+    let p0 = 4u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
+    add4(p0, r, zograd_drop4(quad_values(t), bits4(blk)));
 }

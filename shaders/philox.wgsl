@@ -11,6 +11,9 @@
 //               z = +1 if bit (i % 32) of out[(i % 128) / 32] is set, else -1.
 //   Gaussian:   block = i / 4, lane = i % 4, Box–Muller on out[2*(lane/2)], out[2*(lane/2)+1].
 //   Uniform:    block = i / 4, u = (out[i % 4] >> 8) * 2^-24, z = sqrt(3) * (2u - 1).
+// Sparse directions (`zograd::kernels::Mask`, density T / 65536): element i is kept when
+//   lane = 16-bit half (i % 2) of word ((i % 8) / 2) of philox((b lo, b hi | 2^31, k, t), key),
+//   b = i / 8, is below T; a kept element is z / sqrt(T / 65536), a dropped one 0.
 
 const ZOGRAD_PHILOX_M0: u32 = 0xD2511F53u;
 const ZOGRAD_PHILOX_M1: u32 = 0xCD9E8D57u;
@@ -135,4 +138,45 @@ fn zograd_z(dist: u32, seed: vec2<u32>, step: u32, sample: u32, index: vec2<u32>
         return zograd_gaussian4(out)[index.x & 3u];
     }
     return zograd_uniform4(out)[index.x & 3u];
+}
+
+/// The sparse-direction mask of elements 4q .. 4q + 3 (`quad` = (lo, hi) of q = i / 4): 1.0 where
+/// the element is kept, 0.0 where it is dropped, for a density of `threshold` / 65536
+/// (`threshold` = 65536 keeps every element). Element i's 16-bit lane is half (i % 2) of word
+/// (i % 8) / 2 of the Philox block b = i / 8 of the counter (b lo, b hi | 2^31, sample, step)
+/// under the direction's key. Direction blocks are i / 4 or i / 128 < 2^62, so their counters
+/// never have bit 63 of the block index set: the mask and the direction values are different
+/// Philox outputs of one key, and the mask does not correlate with the value it multiplies.
+fn zograd_keep4(seed: vec2<u32>, step: u32, sample: u32, quad: vec2<u32>, threshold: u32) -> vec4<f32> {
+    let out = zograd_mask_block(seed, step, sample, zograd_shr64(quad, 1u));
+    return zograd_keep_lanes(select(out.xy, out.zw, (quad.x & 1u) == 1u), threshold);
+}
+
+/// The Philox block of the sparse mask of elements 8b .. 8b + 7 (see `zograd_keep4`).
+fn zograd_mask_block(seed: vec2<u32>, step: u32, sample: u32, b: vec2<u32>) -> vec4<u32> {
+    return zograd_philox(vec4<u32>(b.x, b.y | 0x80000000u, sample, step), seed);
+}
+
+/// The keep values (1.0 / 0.0) of the four 16-bit lanes of two mask words: words (x, y) of a
+/// mask block for elements 8b .. 8b + 3, words (z, w) for 8b + 4 .. 8b + 7.
+fn zograd_keep_lanes(w: vec2<u32>, threshold: u32) -> vec4<f32> {
+    let lanes = vec4<u32>(w.x & 0xFFFFu, w.x >> 16u, w.y & 0xFFFFu, w.y >> 16u);
+    return select(vec4<f32>(0.0), vec4<f32>(1.0), lanes < vec4<u32>(threshold));
+}
+
+/// `v` where `keep` is 1.0, -0.0 where it is 0.0: a kernel adds -0.0 to a dropped element, which
+/// leaves every value but NaN bit-identical (+0.0 would turn -0.0 into +0.0).
+fn zograd_drop4(v: vec4<f32>, keep: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(bitcast<f32>(0x80000000u)), v, keep == vec4<f32>(1.0));
+}
+
+/// The masked perturbation of one element: z(seed, step, sample, i) / sqrt(threshold / 65536)
+/// where the mask keeps element i, 0 where it drops it (see `zograd_keep4`).
+fn zograd_z_masked(dist: u32, seed: vec2<u32>, step: u32, sample: u32, index: vec2<u32>, threshold: u32) -> f32 {
+    let z = zograd_z(dist, seed, step, sample, index);
+    if (threshold >= 65536u) {
+        return z;
+    }
+    let keep = zograd_keep4(seed, step, sample, zograd_shr64(index, 2u), threshold)[index.x & 3u];
+    return select(0.0, z * inverseSqrt(f32(threshold) * 1.52587890625e-5), keep == 1.0);
 }

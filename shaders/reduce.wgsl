@@ -30,9 +30,13 @@ fn sphere_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
     let t = group * WG_SIZE + lid;
     var v = 0.0;
-    if (4u * t < launch.len) {
+    // A range may start inside a Philox block (the norm over the unfrozen buffers of a
+    // `kernels::Mask`): thread t covers elements 4t - r .. 4t - r + 3, r = gbase % 4.
+    let r = launch.gbase.x & 3u;
+    if (4u * t < launch.len + r) {
         let z = zograd_gaussian4(zograd_block(launch.seed, launch.step, launch.sample, zograd_add64(zograd_shr64(launch.gbase, 2u), t)));
-        let valid = vec4<f32>(vec4<bool>(4u * t < launch.len, 4u * t + 1u < launch.len, 4u * t + 2u < launch.len, 4u * t + 3u < launch.len));
+        let q = vec4<u32>(4u * t) + vec4<u32>(0u, 1u, 2u, 3u);
+        let valid = vec4<f32>((q >= vec4<u32>(r)) & (q < vec4<u32>(launch.len + r)));
         v = dot(z * z, valid);
     }
     let total = workgroup_sum(lid, v);

@@ -88,10 +88,12 @@ fn tf_dz(p: u32, j: u32) -> f32 {
         }
         tf_cached = b;
     }
+    // Sparse directions: the mask's factor (1 when dense).
+    let m = zograd_point_mask(p, vec2<u32>(j, 0u));
     if (rademacher) {
-        return pt.scale * zograd_rademacher(tf_block, j & 127u);
+        return pt.scale * zograd_rademacher(tf_block, j & 127u) * m;
     }
-    return pt.scale * tf_quad[j & 3u];
+    return pt.scale * tf_quad[j & 3u] * m;
 }
 
 /// z_i at point p of the batch.

@@ -7,7 +7,7 @@ use std::fmt;
 use std::ops::Range;
 
 use crate::gpu::program::{BatchBuffers, BatchUniform, Program};
-use crate::kernels::Direction;
+use crate::kernels::{Direction, Mask};
 use crate::{Binding, Distribution, Error, Gpu, Objective, Params, Result};
 
 /// How many workgroups a pass of a [`BatchObjective`] dispatches.
@@ -39,7 +39,7 @@ pub enum Workgroups {
 ///
 /// ```wgsl
 /// struct ZogradBatch { seed: vec2<u32>, step: u32, dist: u32, count: u32, first: u32,
-///                      reserved0: u32, reserved1: u32 }
+///                      threshold: u32, reserved1: u32 }
 /// struct ZogradPoint { sample: u32, scale: f32 }
 /// @group(1) @binding(0) var<uniform> zograd_batch: ZogradBatch;          // one per dispatch
 /// @group(1) @binding(1) var<storage, read> zograd_points: array<ZogradPoint>;
@@ -53,7 +53,8 @@ pub enum Workgroups {
 /// |---|---|
 /// | `zograd_point_count() -> u32` | points in this dispatch |
 /// | `zograd_point(p) -> ZogradPoint` | sample and scale of point p |
-/// | `zograd_dz(p, index: vec2<u32>) -> f32` | scale_p·z_p(i) for one element (one Philox call) |
+/// | `zograd_dz(p, index: vec2<u32>) -> f32` | scale_p·u_p(i) for one element (one Philox call; the sparse mask included) |
+/// | `zograd_point_mask(p, index: vec2<u32>) -> f32` | sparse directions: 1/√density where point p's mask keeps element i, 0 where it drops it, 1 when dense |
 /// | `zograd_point_block(p, block: vec2<u32>) -> vec4<u32>` | point p's Philox block (Rademacher: block i/128, 128 signs; others: block i/4, 4 values) |
 /// | `zograd_rademacher(out, j) -> f32` | ±1 of element j (0‥127) of a Rademacher block |
 /// | `zograd_quad(out) -> vec4<f32>` | the 4 values of a Gaussian / uniform block |
@@ -121,6 +122,8 @@ pub struct BatchObjective {
     batch: BatchBuffers,
     evaluations: u64,
     readbacks: u64,
+    /// Whether the shader applies the sparse mask ([`BatchObjective::handles_sparse_directions`]).
+    sparse: bool,
 }
 
 impl fmt::Debug for BatchObjective {
@@ -186,6 +189,7 @@ impl BatchObjective {
             batch,
             evaluations: 0,
             readbacks: 0,
+            sparse: false,
         })
     }
 
@@ -201,7 +205,7 @@ impl BatchObjective {
             step: 0,
             sample: 0,
         };
-        Ok(self.run(&[(here, 0.0)], None)?[0])
+        Ok(self.run(&[(here, 0.0)], None, 0)?[0])
     }
 
     /// The losses at `points` = (direction, scale), in order, for parameters of `n` elements
@@ -211,7 +215,19 @@ impl BatchObjective {
     /// # Errors
     /// [`Error::InvalidArgument`] for a non-finite scale; device errors.
     pub fn evaluate_points(&mut self, n: u64, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
-        self.run(points, Some(n))
+        self.run(points, Some(n), 0)
+    }
+
+    /// Declares that the shader applies the sparse-direction mask (default false): it reads the
+    /// directions only through `zograd_dz`, or multiplies the values of `zograd_rademacher` and
+    /// `zograd_quad` by `zograd_point_mask`. The estimators then batch sparse directions
+    /// ([`Sampler::density`](crate::approx::Sampler::density)) through this objective; without
+    /// it, and always with frozen buffers or a magnitude mask (which the shader cannot see), they
+    /// perturb x in place and call [`evaluate`](BatchObjective::evaluate) per point.
+    #[must_use]
+    pub fn handles_sparse_directions(mut self, handles: bool) -> Self {
+        self.sparse = handles;
+        self
     }
 
     /// The most points one dispatch holds.
@@ -236,7 +252,12 @@ impl BatchObjective {
 
     /// Runs the points: consecutive points with the same (distribution, seed, step) share a
     /// dispatch of at most `max_points`; every dispatch goes into one submission; one readback.
-    fn run(&mut self, points: &[(Direction, f32)], n: Option<u64>) -> Result<Vec<f32>> {
+    fn run(
+        &mut self,
+        points: &[(Direction, f32)],
+        n: Option<u64>,
+        threshold: u32,
+    ) -> Result<Vec<f32>> {
         if points.is_empty() {
             return Ok(Vec::new());
         }
@@ -274,7 +295,8 @@ impl BatchObjective {
                 dist: dir.distribution.code(),
                 count: r.len() as u32,
                 first: r.start as u32,
-                reserved: [0; 2],
+                threshold,
+                reserved: 0,
             });
         }
         if !self.batch.fits(points.len(), runs.len()) {
@@ -338,7 +360,39 @@ impl Objective for BatchObjective {
                 "params: live on another Gpu than the BatchObjective",
             ));
         }
-        self.run(points, Some(params.len()))
+        self.run(points, Some(params.len()), 0)
+    }
+
+    /// Sparse directions (a [`Mask`] without frozen buffers or magnitude mask) when the shader
+    /// declared it handles them ([`handles_sparse_directions`](BatchObjective::handles_sparse_directions)).
+    fn batches_mask(&self, mask: &Mask) -> bool {
+        mask.is_all()
+            || (self.sparse
+                && mask.frozen_buffers().is_empty()
+                && mask.magnitude_thresholds().is_none())
+    }
+
+    /// The points with the mask's density threshold in the batch uniform (the shader computes
+    /// each point's identity itself, `zograd_crn_seed`).
+    fn loss_batch_masked(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        _at: &[crate::Evaluation],
+        mask: &Mask,
+    ) -> Result<Vec<f32>> {
+        if !self.batches_mask(mask) {
+            return Err(Error::invalid(
+                "mask: this BatchObjective evaluates sparse directions only (no frozen buffers, \
+                 no magnitude mask), and only with handles_sparse_directions(true)",
+            ));
+        }
+        if !params.gpu().same(&self.gpu) {
+            return Err(Error::invalid(
+                "params: live on another Gpu than the BatchObjective",
+            ));
+        }
+        self.run(points, Some(params.len()), mask.threshold())
     }
 }
 

@@ -3,8 +3,8 @@
 //! operations: the tests compare the two (bit-exact for Rademacher, to float tolerance for the
 //! transcendental distributions). Slow; for tests and for checking a user's own kernels.
 
-use crate::kernels::Direction;
-use crate::rng::{perturbation, sphere_norm};
+use crate::kernels::{Direction, Mask};
+use crate::rng::{kept, perturbation, sphere_norm, sphere_norm_over};
 use crate::Distribution;
 
 /// The factor a [`Distribution::Sphere`] direction of `n` elements multiplies its Gaussian by,
@@ -139,4 +139,96 @@ pub fn dot(x: &[f32], y: &[f32]) -> f64 {
         .zip(y)
         .map(|(a, b)| f64::from(*a) * f64::from(*b))
         .sum()
+}
+
+/// The coefficient of a masked direction: `scale` times the Sphere factor √n_free/‖z‖ over the
+/// unfrozen elements and 1/√p, rounded to f32 once (as [`crate::kernels::perturb_masked`]).
+fn masked_scale(dir: &Direction, scale: f32, n: u64, mask: &Mask) -> f32 {
+    let mut s = f64::from(scale) * mask.scale();
+    if dir.distribution == Distribution::Sphere {
+        let norm = sphere_norm_over(dir.seed, dir.step, dir.sample, &mask.free_ranges(n));
+        s *= (mask.free_len(n) as f64).sqrt() / norm;
+    }
+    s as f32
+}
+
+/// Twin of [`crate::kernels::perturb_masked`] on the slice of global elements `offset ..`:
+/// frozen elements untouched, dropped ones `+= −0.0`, kept ones `+= s · z` (`n`: the number
+/// of parameters). A magnitude mask is applied from the host copy of its bits
+/// ([`Mask::with_host_bits`]).
+pub fn perturb_masked(
+    x: &mut [f32],
+    offset: u64,
+    dir: &Direction,
+    scale: f32,
+    n: u64,
+    mask: &Mask,
+) {
+    let s = masked_scale(dir, scale, n, mask);
+    for (j, v) in x.iter_mut().enumerate() {
+        let i = offset + j as u64;
+        if mask.is_frozen(i) {
+            continue;
+        }
+        if mask.moves(dir.seed, dir.step, dir.sample, i) {
+            *v += s * perturbation(dir.distribution, dir.seed, dir.step, dir.sample, i);
+        } else {
+            *v += -0.0;
+        }
+    }
+}
+
+/// Twin of [`crate::kernels::scale_accumulate_masked`] on the slice of global elements
+/// `offset ..` (`n`: the number of parameters): frozen elements untouched; the others
+/// `a · x + Σ_t (kept ? c_t·z_t : −0.0)`, the sum started from −0.0 when the mask is sparse,
+/// and replaced by −0.0 where the magnitude mask (its host copy, [`Mask::with_host_bits`])
+/// drops the element.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "mirrors the kernel's arguments plus the slice's place"
+)]
+pub fn scale_accumulate_masked(
+    g: &mut [f32],
+    a: f32,
+    offset: u64,
+    dist: Distribution,
+    seed: u64,
+    step: u32,
+    terms: &[(u32, f32)],
+    n: u64,
+    mask: &Mask,
+) {
+    let coeffs: Vec<f32> = terms
+        .iter()
+        .map(|&(sample, c)| {
+            let dir = Direction {
+                distribution: dist,
+                seed,
+                step,
+                sample,
+            };
+            masked_scale(&dir, c, n, mask)
+        })
+        .collect();
+    // The sparse and magnitude-masked kernels start their sums from -0.0.
+    let masked = mask.is_sparse() || mask.magnitude_thresholds().is_some();
+    let zero = if masked { -0.0f32 } else { 0.0 };
+    for (j, v) in g.iter_mut().enumerate() {
+        let i = offset + j as u64;
+        if mask.is_frozen(i) {
+            continue;
+        }
+        let mut acc = zero;
+        for (&(sample, _), &c) in terms.iter().zip(&coeffs) {
+            if kept(seed, step, sample, i, mask.threshold()) {
+                acc += c * perturbation(dist, seed, step, sample, i);
+            } else {
+                acc += -0.0;
+            }
+        }
+        if mask.magnitude_drops(i) {
+            acc = -0.0;
+        }
+        *v = a * *v + acc;
+    }
 }

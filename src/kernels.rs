@@ -8,8 +8,10 @@
 //! most the adapter's storage-binding size. [`crate::cpu`] holds the CPU twin of each.
 
 use crate::gpu::kernel::Kernel;
-use crate::gpu::launch::split64;
+use crate::gpu::launch::{split64, Launch};
 use crate::{Distribution, Error, Params, Result};
+
+pub use crate::mask::Mask;
 
 /// A random direction: element `i` is `z(seed, step, sample, i)` drawn from `distribution`
 /// (README, "Random-number contract"), regenerated wherever it is used and never stored.
@@ -34,11 +36,23 @@ fn check_finite(name: &str, v: f32) -> Result<()> {
 }
 
 /// The factor √n/‖z‖ that turns Gaussian directions into [`Distribution::Sphere`] ones, per
-/// sample.
-fn sphere_factors(x: &Params, seed: u64, step: u32, samples: &[u32]) -> Result<Vec<f64>> {
+/// sample; with frozen buffers in `mask`, n and ‖z‖ run over the unfrozen elements only.
+fn sphere_factors(
+    x: &Params,
+    seed: u64,
+    step: u32,
+    samples: &[u32],
+    mask: &Mask,
+) -> Result<Vec<f64>> {
     let n = x.len();
-    let norms = x.gpu().sphere_norms(seed, step, samples, n)?;
-    Ok(norms.iter().map(|norm| (n as f64).sqrt() / norm).collect())
+    let free = mask.free_len(n);
+    let norms = x
+        .gpu()
+        .sphere_norms_over(seed, step, samples, &mask.free_ranges(n))?;
+    Ok(norms
+        .iter()
+        .map(|norm| (free as f64).sqrt() / norm)
+        .collect())
 }
 
 /// `x[i] += scale · z(dir, i)` in place over every buffer.
@@ -63,21 +77,65 @@ fn sphere_factors(x: &Params, seed: u64, step: u32, samples: &[u32]) -> Result<V
 /// # Ok(()) }
 /// ```
 pub fn perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
-    check_finite("scale", scale)?;
-    let scale = if dir.distribution == Distribution::Sphere {
-        (f64::from(scale) * sphere_factors(x, dir.seed, dir.step, &[dir.sample])?[0]) as f32
-    } else {
-        scale
-    };
-    launch_perturb(x, dir, scale)
+    perturb_masked(x, dir, scale, &Mask::all())
 }
 
-/// `x += scale · z(dir)` with `scale` already including any Sphere factor: the perturb kernel of
-/// the distribution (the Rademacher one, or the one of the four-value distributions).
-fn launch_perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
-    let (kernel, scaled) = match dir.distribution {
-        Distribution::Rademacher => (Kernel::PerturbRademacher, Kernel::PerturbRademacherScaled),
-        _ => (Kernel::PerturbQuad, Kernel::PerturbQuadScaled),
+/// `x[i] += scale · u(dir, mask, i)`: [`perturb`] along the masked direction of [`Mask`] — the
+/// chunks of frozen buffers are skipped (not written), the elements the sparse mask drops get
+/// −0.0 added (bit-identical but for NaN), the kept ones `scale · z / √p`. Bit-exact with
+/// [`crate::cpu::perturb_masked`] for Rademacher.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a non-finite `scale` or a mask built for other buffer lengths;
+/// device errors.
+pub fn perturb_masked(x: &mut Params, dir: &Direction, scale: f32, mask: &Mask) -> Result<()> {
+    check_finite("scale", scale)?;
+    mask.check(x)?;
+    let mut s = f64::from(scale) * mask.scale();
+    if dir.distribution == Distribution::Sphere {
+        s *= sphere_factors(x, dir.seed, dir.step, &[dir.sample], mask)?[0];
+    }
+    launch_perturb(x, dir, s as f32, mask)
+}
+
+/// Completes a direction kernel's launch for `mask`: the sparse threshold, and `len = 0` (no
+/// dispatch) for a chunk of a frozen buffer (a launch never spans two buffers).
+fn mask_launch(l: &mut Launch, mask: &Mask) {
+    l.mask[0] = mask.threshold();
+    let gbase = u64::from(l.gbase[0]) | (u64::from(l.gbase[1]) << 32);
+    if mask.is_frozen(gbase) {
+        l.len = 0;
+    }
+}
+
+/// `x += scale · u(dir, mask)` with `scale` already including the Sphere and sparse factors:
+/// the perturb kernel of the distribution (the Rademacher one, or the one of the four-value
+/// distributions), masked when the mask is sparse.
+fn launch_perturb(x: &mut Params, dir: &Direction, scale: f32, mask: &Mask) -> Result<()> {
+    if let Some(m) = mask.magnitude_buffers() {
+        let kernel = match dir.distribution {
+            Distribution::Rademacher => Kernel::PerturbRademacherBits,
+            _ => Kernel::PerturbQuadBits,
+        };
+        return x.launch_whole(kernel, m.bits(), |l| {
+            l.seed = split64(dir.seed);
+            l.step = dir.step;
+            l.sample = dir.sample;
+            l.dist = dir.distribution.code();
+            l.coef[0] = scale;
+            mask_launch(l, mask);
+        });
+    }
+    let (kernel, scaled) = match (dir.distribution, mask.is_sparse()) {
+        (Distribution::Rademacher, false) => {
+            (Kernel::PerturbRademacher, Kernel::PerturbRademacherScaled)
+        }
+        (Distribution::Rademacher, true) => (
+            Kernel::PerturbRademacherMasked,
+            Kernel::PerturbRademacherScaledMasked,
+        ),
+        (_, false) => (Kernel::PerturbQuad, Kernel::PerturbQuadScaled),
+        (_, true) => (Kernel::PerturbQuadMasked, Kernel::PerturbQuadScaledMasked),
     };
     x.launch_move(kernel, scaled, |l| {
         l.seed = split64(dir.seed);
@@ -85,6 +143,7 @@ fn launch_perturb(x: &mut Params, dir: &Direction, scale: f32) -> Result<()> {
         l.sample = dir.sample;
         l.dist = dir.distribution.code();
         l.coef[0] = scale;
+        mask_launch(l, mask);
     })
 }
 
@@ -124,20 +183,70 @@ pub fn scale_accumulate(
     step: u32,
     terms: &[(u32, f32)],
 ) -> Result<()> {
+    scale_accumulate_masked(x, a, distribution, seed, step, terms, &Mask::all())
+}
+
+/// [`accumulate`] along the masked directions of `mask` ([`Mask`]): frozen buffers are not
+/// written, the elements a sample's sparse mask drops get −0.0 from it.
+///
+/// # Errors
+/// As [`scale_accumulate_masked`].
+pub fn accumulate_masked(
+    g: &mut Params,
+    distribution: Distribution,
+    seed: u64,
+    step: u32,
+    terms: &[(u32, f32)],
+    mask: &Mask,
+) -> Result<()> {
+    if terms.is_empty() {
+        return Ok(());
+    }
+    scale_accumulate_masked(g, 1.0, distribution, seed, step, terms, mask)
+}
+
+/// `x[i] = a · x[i] + Σ_t coeff_t · u(seed, step, sample_t, mask, i)`: [`scale_accumulate`]
+/// along the masked directions of `mask` ([`Mask`]). The chunks of frozen buffers are skipped
+/// (neither scaled nor written); an element every term drops is `a · x[i] + (−0.0)`. Bit-exact
+/// with [`crate::cpu::scale_accumulate_masked`] for Rademacher.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a non-finite `a` or coefficient, or a mask built for other
+/// buffer lengths; device errors.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "scale_accumulate's arguments and the mask"
+)]
+pub fn scale_accumulate_masked(
+    x: &mut Params,
+    a: f32,
+    distribution: Distribution,
+    seed: u64,
+    step: u32,
+    terms: &[(u32, f32)],
+    mask: &Mask,
+) -> Result<()> {
     check_finite("a", a)?;
     for (k, (_, c)) in terms.iter().enumerate() {
         check_finite(&format!("terms[{k}].coeff"), *c)?;
     }
-    let scaled: Vec<(u32, f32)>;
-    let terms = if distribution == Distribution::Sphere && !terms.is_empty() {
-        let samples: Vec<u32> = terms.iter().map(|t| t.0).collect();
-        let factors = sphere_factors(x, seed, step, &samples)?;
-        scaled = terms
+    mask.check(x)?;
+    let folded: Vec<(u32, f32)>;
+    let sphere = distribution == Distribution::Sphere && !terms.is_empty();
+    let terms = if sphere || mask.is_sparse() {
+        let factors = if sphere {
+            let samples: Vec<u32> = terms.iter().map(|t| t.0).collect();
+            sphere_factors(x, seed, step, &samples, mask)?
+        } else {
+            vec![1.0; terms.len()]
+        };
+        let sparse = mask.scale();
+        folded = terms
             .iter()
             .zip(factors)
-            .map(|((s, c), f)| (*s, (f64::from(*c) * f) as f32))
+            .map(|((s, c), f)| (*s, (f64::from(*c) * f * sparse) as f32))
             .collect();
-        &scaled[..]
+        &folded[..]
     } else {
         terms
     };
@@ -145,33 +254,61 @@ pub fn scale_accumulate(
         // One term and no scaling is a perturbation: the perturb kernels compute the same sum
         // (x + c·z, bit for bit) with less work per element (one Philox block per 128
         // Rademacher elements instead of per 64, no term loop). The fused MeZO step lands here.
-        // (Sphere factors are already folded into the coefficient.)
+        // (Sphere and sparse factors are already folded into the coefficient.)
         let dir = Direction {
             distribution,
             seed,
             step,
             sample: *sample,
         };
-        return launch_perturb(x, &dir, *coeff);
+        return launch_perturb(x, &dir, *coeff, mask);
     }
-    let (kernel, scaled) = match distribution {
-        Distribution::Rademacher if a == 1.0 => (
-            Kernel::AccumulateRademacher,
-            Kernel::AccumulateRademacherScaled,
-        ),
-        Distribution::Rademacher => (
-            Kernel::ScaleAccumulateRademacher,
-            Kernel::AccumulateRademacherScaled,
-        ),
-        _ if a == 1.0 => (Kernel::AccumulateQuad, Kernel::AccumulateQuadScaled),
-        _ => (Kernel::ScaleAccumulateQuad, Kernel::AccumulateQuadScaled),
-    };
-    x.launch_terms(kernel, scaled, terms, |l| {
+    let fill = |l: &mut Launch| {
         l.seed = split64(seed);
         l.step = step;
         l.dist = distribution.code();
         l.coef[0] = a;
-    })
+        mask_launch(l, mask);
+    };
+    if let Some(m) = mask.magnitude_buffers() {
+        let kernel = match (distribution, a == 1.0) {
+            (Distribution::Rademacher, true) => Kernel::AccumulateRademacherBits,
+            (Distribution::Rademacher, false) => Kernel::ScaleAccumulateRademacherBits,
+            (_, true) => Kernel::AccumulateQuadBits,
+            (_, false) => Kernel::ScaleAccumulateQuadBits,
+        };
+        return x.launch_terms_bits(kernel, m.bits(), terms, fill);
+    }
+    let masked = mask.is_sparse();
+    let (kernel, scaled) = match (distribution, a == 1.0, masked) {
+        (Distribution::Rademacher, true, false) => (
+            Kernel::AccumulateRademacher,
+            Kernel::AccumulateRademacherScaled,
+        ),
+        (Distribution::Rademacher, false, false) => (
+            Kernel::ScaleAccumulateRademacher,
+            Kernel::AccumulateRademacherScaled,
+        ),
+        (Distribution::Rademacher, true, true) => (
+            Kernel::AccumulateRademacherMasked,
+            Kernel::AccumulateRademacherScaledMasked,
+        ),
+        (Distribution::Rademacher, false, true) => (
+            Kernel::ScaleAccumulateRademacherMasked,
+            Kernel::AccumulateRademacherScaledMasked,
+        ),
+        (_, true, false) => (Kernel::AccumulateQuad, Kernel::AccumulateQuadScaled),
+        (_, false, false) => (Kernel::ScaleAccumulateQuad, Kernel::AccumulateQuadScaled),
+        (_, true, true) => (
+            Kernel::AccumulateQuadMasked,
+            Kernel::AccumulateQuadScaledMasked,
+        ),
+        (_, false, true) => (
+            Kernel::ScaleAccumulateQuadMasked,
+            Kernel::AccumulateQuadScaledMasked,
+        ),
+    };
+    x.launch_terms(kernel, scaled, terms, fill)
 }
 
 /// `dst = src` (same buffer lengths, same device, distinct `Params`). A kernel, not a buffer copy,

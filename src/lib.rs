@@ -5,6 +5,7 @@
 mod batch;
 mod error;
 pub(crate) mod gpu;
+mod mask;
 mod objective;
 mod params;
 mod restore;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! [`Objective`]: the black-box loss the estimators query.
 
-use crate::kernels::Direction;
+use crate::kernels::{Direction, Mask};
 use crate::restore::{Move, Restore};
 use crate::{Error, Params, Result};
 
@@ -67,6 +67,50 @@ pub trait Objective {
             let by = Move::Perturb(*dir, *scale);
             let mut guard = Restore::moved(params, by, Move::Perturb(*dir, -*scale))?;
             let value = self.loss(guard.params());
+            guard.finish()?;
+            out.push(value?);
+        }
+        Ok(out)
+    }
+
+    /// Whether [`loss_batch_masked`](Objective::loss_batch_masked) evaluates the directions of
+    /// `mask` ([`Mask`]: frozen buffers, sparse directions, a magnitude mask) efficiently; the
+    /// estimators batch masked directions only then, and otherwise perturb x in place. The
+    /// default: only the mask that moves every element (where `loss_batch` serves).
+    /// [`BatchObjective`](crate::BatchObjective) answers true for sparse directions when its
+    /// shader declares it handles them.
+    fn batches_mask(&self, mask: &Mask) -> bool {
+        mask.is_all()
+    }
+
+    /// f at every point `params + scale·u(dir, mask)` of `points`, in order: the masked
+    /// directions of [`Mask`], with the identity of each point (`at[k]` is point `k`, as in
+    /// [`loss_batch_at`](Objective::loss_batch_at)). An implementation must leave `params` as
+    /// it found them. The default calls [`loss_batch_at`](Objective::loss_batch_at) for a mask
+    /// that moves every element, and otherwise perturbs in place along the masked directions,
+    /// calls [`loss_at`](Objective::loss_at) and restores by the opposite perturbation (also
+    /// when the loss fails or panics).
+    ///
+    /// # Errors
+    /// The first error of [`loss`](Objective::loss) or of a kernel.
+    fn loss_batch_masked(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: &[Evaluation],
+        mask: &Mask,
+    ) -> Result<Vec<f32>> {
+        if mask.is_all() {
+            return self.loss_batch_at(params, points, at);
+        }
+        let mut out = Vec::with_capacity(points.len());
+        for (k, (dir, scale)) in points.iter().enumerate() {
+            let by = Move::PerturbMasked(*dir, *scale, mask);
+            let mut guard = Restore::moved(params, by, Move::PerturbMasked(*dir, -*scale, mask))?;
+            let value = match at.get(k) {
+                Some(at) => self.loss_at(guard.params(), at),
+                None => self.loss(guard.params()),
+            };
             guard.finish()?;
             out.push(value?);
         }
@@ -185,6 +229,18 @@ impl dyn Objective + '_ {
     ) -> Result<Vec<f32>> {
         let gpu = params.gpu().clone();
         gpu.scoped(|| self.loss_batch_at(params, points, at))
+    }
+
+    /// [`Objective::loss_batch_masked`] inside error scopes.
+    pub(crate) fn scoped_loss_batch_masked(
+        &mut self,
+        params: &mut Params,
+        points: &[(Direction, f32)],
+        at: &[Evaluation],
+        mask: &Mask,
+    ) -> Result<Vec<f32>> {
+        let gpu = params.gpu().clone();
+        gpu.scoped(|| self.loss_batch_masked(params, points, at, mask))
     }
 
     /// [`Objective::loss_batch_coords_at`] inside error scopes.

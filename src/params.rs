@@ -633,6 +633,39 @@ impl Params {
         lock(&self.bind_cache).launch_terms(&self.gpu, kernel, self.operand(), scales, terms, &fill)
     }
 
+    /// Launches `kernel` over these buffers with `whole = (id, buffer)` bound entire at binding 2
+    /// (a magnitude mask's bits, its histogram's bins): the magnitude-mask kernels.
+    pub(crate) fn launch_whole(
+        &mut self,
+        kernel: Kernel,
+        whole: (u64, &wgpu::Buffer),
+        fill: impl Fn(&mut Launch),
+    ) -> Result<()> {
+        let x = self.operand();
+        lock(&self.bind_cache).launch_whole(&self.gpu, kernel, x, whole, &fill)
+    }
+
+    /// Launches an accumulate `kernel` with `terms` at binding 2 and a magnitude mask's bits
+    /// `bits = (id, buffer)` at binding 3 (parameters without scales).
+    pub(crate) fn launch_terms_bits(
+        &mut self,
+        kernel: Kernel,
+        bits: (u64, &wgpu::Buffer),
+        terms: &[(u32, f32)],
+        fill: impl Fn(&mut Launch),
+    ) -> Result<()> {
+        let x = self.operand();
+        lock(&self.bind_cache).launch_terms_bits(
+            &self.gpu,
+            kernel,
+            x,
+            None,
+            Some(bits),
+            terms,
+            &fill,
+        )
+    }
+
     /// Launches `kernel` with `self` read-write at binding 1 and `others` at bindings 2, 3 (read
     /// only or read-write as the kernel's layout says). The operands may be chunked
     /// differently. `what` names the others in errors.

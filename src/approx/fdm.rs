@@ -7,6 +7,7 @@ use super::{
     Formula, GradApproximator, Objective, Target,
 };
 use crate::checkpoint::{difference, State};
+use crate::kernels::Mask;
 use crate::restore::{Move, Restore};
 use crate::{Error, Gpu, Params, Result};
 
@@ -73,6 +74,8 @@ pub struct Fdm {
     step: u32,
     /// The step counter before the last `pre_step`, for `abort_step`.
     undo: Option<u32>,
+    /// The frozen buffers ([`Fdm::freeze`]).
+    freeze: Vec<usize>,
 }
 
 impl Default for Fdm {
@@ -94,6 +97,7 @@ impl Fdm {
             seed: 0,
             step: 0,
             undo: None,
+            freeze: Vec::new(),
         }
     }
 
@@ -160,6 +164,16 @@ impl Fdm {
         self
     }
 
+    /// Freeze the buffers `buffers` (indices into [`Params::buffer_lens`]): their elements are
+    /// neither evaluated nor written, and the gradient is exactly 0 there (the evaluation count
+    /// drops by theirs). Checked at use as for the random estimators
+    /// ([`Sampler::freeze`](super::Sampler::freeze)).
+    #[must_use]
+    pub fn freeze(mut self, buffers: &[usize]) -> Self {
+        self.freeze = buffers.to_vec();
+        self
+    }
+
     fn run(
         &mut self,
         gpu: &Gpu,
@@ -173,6 +187,11 @@ impl Fdm {
             return Err(Error::invalid("batch_size: must be at least 1, got 0"));
         }
         check_buffers(gpu, params, grad)?;
+        let mask = if self.freeze.is_empty() {
+            Mask::all()
+        } else {
+            Mask::new(params, &self.freeze, 1.0)?
+        };
         let formula = self.formula;
         let offsets = formula.offsets();
         let m = offsets.len();
@@ -191,8 +210,12 @@ impl Fdm {
         let mut g = vec![0.0f32; x0.len()];
         let mut last_row = vec![0.0f64; m];
         let mut row = vec![0.0f64; m];
+        // The elements evaluated: those outside the frozen buffers.
+        let active: Vec<usize> = (0..x0.len())
+            .filter(|&i| !mask.is_frozen(i as u64))
+            .collect();
         if objective.has_batch() {
-            let total = x0.len() * m;
+            let total = active.len() * m;
             let batch = self.batch_size as usize;
             let mut start = 0;
             let mut chunk = Vec::with_capacity(batch.min(total));
@@ -201,9 +224,9 @@ impl Fdm {
                 let end = (start + batch).min(total);
                 chunk.clear();
                 ids.clear();
-                ids.extend((start..end).map(|p| at(p / m, p % m)));
+                ids.extend((start..end).map(|p| at(active[p / m], p % m)));
                 chunk.extend((start..end).map(|p| {
-                    let (i, j) = (p / m, p % m);
+                    let (i, j) = (active[p / m], p % m);
                     Coordinate {
                         index: i as u64,
                         value: point(i, offsets[j]),
@@ -214,7 +237,7 @@ impl Fdm {
                 check_batch_len("loss_batch_coords", values.len(), chunk.len())?;
                 evaluations = evaluations.saturating_add(values.len() as u32);
                 for (p, v) in (start..end).zip(values) {
-                    let (i, j) = (p / m, p % m);
+                    let (i, j) = (active[p / m], p % m);
                     row[j] = f64::from(check_value(v, allow, || element_point(offsets[j], i))?);
                     if j + 1 == m {
                         g[i] = formula.combine(f0.map(f64::from), &row, h)? as f32;
@@ -225,7 +248,7 @@ impl Fdm {
             }
         } else {
             let mut guard = Restore::new(params);
-            for i in 0..x0.len() {
+            for &i in &active {
                 let index = i as u64;
                 for (j, &k) in offsets.iter().enumerate() {
                     let back = Move::Write(index, x0[i]);
@@ -255,13 +278,20 @@ fn element_point(k: i32, i: usize) -> String {
 impl Fdm {
     /// The settings as a checkpoint's `config`.
     fn config(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut m = serde_json::json!({
             "h": self.h,
             "formula": format!("{:?}", self.formula),
             "batch_size": self.batch_size,
             "allow_non_finite": self.allow_non_finite,
             "target": format!("{:?}", self.target),
-        })
+        });
+        if !self.freeze.is_empty() {
+            let mut frozen = self.freeze.clone();
+            frozen.sort_unstable();
+            frozen.dedup();
+            m["freeze"] = serde_json::json!(frozen);
+        }
+        m
     }
 }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use super::probe::{Along, Sample};
 use super::sampling::{evaluate, Call, Kind, Sampler};
 use super::{check_value, entropy_seed, Estimate, Formula};
-use crate::kernels::{accumulate, fill, norm, Direction};
+use crate::kernels::{accumulate, accumulate_masked, fill, norm, Direction, Mask};
 use crate::params::ensure_like;
 use crate::{Distribution, Error, Gpu, Params, Result};
 
@@ -148,8 +148,27 @@ impl ForwardGradient {
 
 impl ForwardKind {
     /// ‖u_s‖ over all n elements for each direction.
-    fn norms(&mut self, gpu: &Gpu, params: &Params, dirs: &[Direction]) -> Result<Vec<f64>> {
+    fn norms(
+        &mut self,
+        gpu: &Gpu,
+        params: &Params,
+        dirs: &[Direction],
+        mask: &Mask,
+    ) -> Result<Vec<f64>> {
         let n = params.len();
+        if !mask.is_all() {
+            // A masked direction's norm depends on its keep bits: measured, as the Uniform one.
+            let scratch = ensure_like(&mut self.scratch, params)?;
+            return dirs
+                .iter()
+                .map(|d| {
+                    fill(scratch, 0.0)?;
+                    let (dist, seed, step) = (d.distribution, d.seed, d.step);
+                    accumulate_masked(scratch, dist, seed, step, &[(d.sample, 1.0)], mask)?;
+                    norm(scratch)
+                })
+                .collect();
+        }
         match dirs.first().map(|d| d.distribution) {
             Some(Distribution::Gaussian) => {
                 let samples: Vec<u32> = dirs.iter().map(|d| d.sample).collect();
@@ -190,7 +209,13 @@ impl Kind for ForwardKind {
                  Jvp or clear the scales",
             ));
         }
-        let dirs = s.begin(&call, Some(grad), !user)?;
+        if user && (!s.mask_for(call.params)?.is_all() || s.set.magnitude.is_some()) {
+            return Err(crate::Error::invalid(
+                "jvp: Jvp::User with a direction mask (freeze, density): a user JVP gives ∇f·z along \
+                 the unmasked direction; use a finite-difference Jvp",
+            ));
+        }
+        let dirs = s.begin(&mut call, Some(grad), !user)?;
         let (estimate, derivatives) = if user {
             let mut d = Vec::with_capacity(dirs.len());
             for dir in &dirs {
@@ -206,13 +231,13 @@ impl Kind for ForwardKind {
             };
             (estimate, d)
         } else {
-            let norms = s.kind.norms(call.gpu, call.params, &dirs)?;
+            let norms = s.kind.norms(call.gpu, call.params, &dirs, &s.mask)?;
             let h = f64::from(s.set.h);
             let plans: Vec<Sample<'_>> = dirs
                 .iter()
                 .zip(&norms)
                 .map(|(d, nu)| Sample {
-                    along: Along::Philox(*d),
+                    along: Along::Philox(*d, &s.mask),
                     unit: (h / nu) as f32,
                     post: *nu,
                     draw: *d,

@@ -125,7 +125,10 @@ impl MeZo {
         keep_last: bool,
     ) -> Result<Terms> {
         let dirs = self.begin(call, grad, true)?;
-        let plans: Vec<Sample<'_>> = dirs.iter().map(|d| Sample::new(*d, self.set.h)).collect();
+        let plans: Vec<Sample<'_>> = dirs
+            .iter()
+            .map(|d| Sample::new(*d, &self.mask, self.set.h))
+            .collect();
         let diffs = evaluate(&self.set, &mut self.saved, &plans, call, keep_last)?;
         let terms = self.terms(&dirs, &diffs.derivatives);
         Ok((diffs.estimate, terms, diffs.left_at))
@@ -146,7 +149,11 @@ impl MeZo {
         // been applied, the guard puts x back on an error.
         let mut guard = Restore::new(call.params);
         if left_at != 0 {
-            guard.arm(Move::Perturb(last_dir, -(left_at as f32) * h));
+            guard.arm(Move::PerturbMasked(
+                last_dir,
+                -(left_at as f32) * h,
+                &self.mask,
+            ));
         }
         let restore = -f64::from(a) * f64::from(left_at) * f64::from(h);
         for (k, (_, c)) in terms.iter_mut().enumerate() {

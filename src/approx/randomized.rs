@@ -10,7 +10,7 @@ use super::probe::Sample;
 use super::sampling::{evaluate, Call, Kind, Sampler};
 use super::{entropy_seed, Estimate, Formula};
 use crate::checkpoint::{unflat, State};
-use crate::kernels::{accumulate, axpy, fill, scale, Direction};
+use crate::kernels::{accumulate_masked, axpy, fill, scale, Direction, Mask};
 use crate::{Distribution, Error, Gpu, Params, Result};
 
 /// Gradient estimation by randomized finite differences (torchzero's `RandomizedFDM`):
@@ -197,9 +197,15 @@ impl Kind for RandomizedKind {
                 "beta: must be in [0, 1], got {beta}"
             )));
         }
-        let dirs = s.begin(&call, Some(grad), true)?;
+        if beta > 0.0 && !s.mask_for(call.params)?.frozen_buffers().is_empty() {
+            return Err(Error::invalid(format!(
+                "freeze: not available with beta = {beta} > 0 (the stored directions move x by \
+                 axpy over every buffer, frozen ones included)"
+            )));
+        }
+        let dirs = s.begin(&mut call, Some(grad), true)?;
         if beta > 0.0 {
-            s.kind.draw_momentum(call.params, &dirs)?;
+            s.kind.draw_momentum(call.params, &dirs, &s.mask)?;
         } else {
             s.kind.momentum = None;
         }
@@ -211,7 +217,7 @@ impl Kind for RandomizedKind {
                 .zip(&dirs)
                 .map(|(v, d)| Sample::stored(v, *d, h))
                 .collect(),
-            None => dirs.iter().map(|d| Sample::new(*d, h)).collect(),
+            None => dirs.iter().map(|d| Sample::new(*d, &s.mask, h)).collect(),
         };
         let diffs = evaluate(&s.set, &mut s.saved, &plans, &mut call, false)?;
         match &s.kind.momentum {
@@ -253,7 +259,7 @@ impl Kind for RandomizedKind {
 
 impl RandomizedKind {
     /// Folds the draw `dirs` into the stored directions unless already done.
-    fn draw_momentum(&mut self, params: &Params, dirs: &[Direction]) -> Result<()> {
+    fn draw_momentum(&mut self, params: &Params, dirs: &[Direction], mask: &Mask) -> Result<()> {
         let fits = self.momentum.as_ref().is_some_and(|m| {
             m.directions.len() == dirs.len()
                 && m.directions
@@ -284,7 +290,7 @@ impl RandomizedKind {
                 scale(v, self.beta)?;
                 1.0 - self.beta
             };
-            accumulate(v, d.distribution, d.seed, d.step, &[(d.sample, keep)])?;
+            accumulate_masked(v, d.distribution, d.seed, d.step, &[(d.sample, keep)], mask)?;
         }
         m.drawn = Some(key);
         Ok(())

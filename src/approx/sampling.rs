@@ -8,12 +8,16 @@
 //!
 //! [`RandomizedFdm`]: super::RandomizedFdm
 
+use std::sync::Arc;
+
 use super::probe::{differences, Differences, Sample};
 use super::{
     check_buffers, check_h, check_samples, Estimate, Formula, GradApproximator, Objective, Target,
 };
 use crate::checkpoint::{difference, State};
-use crate::kernels::{self, fill, Direction};
+use crate::gpu::magnitude::MagnitudeBuffers;
+use crate::kernels::{self, fill, Direction, Mask};
+use crate::mask::{self, Magnitude};
 use crate::restore::{check_device, saved_copy};
 use crate::schedule::Schedule;
 use crate::{cpu, Distribution, Error, Gpu, Params, Result};
@@ -33,6 +37,10 @@ pub(crate) struct Settings {
     pub exact_restore: bool,
     pub allow_non_finite: bool,
     pub target: Target,
+    /// The probability that an element is perturbed ([`Sampler::density`]; 1: all).
+    pub density: f32,
+    /// The magnitude mask's (quantile, every k steps) ([`Sampler::magnitude_mask`]).
+    pub magnitude: Option<(f32, u32)>,
 }
 
 /// A direction-based gradient estimator: the settings, counters and restore policy that
@@ -52,6 +60,26 @@ pub struct Sampler<K> {
     /// The saved copy of x of `exact_restore(true)`.
     pub(super) saved: Option<Params>,
     pub(super) kind: K,
+    /// The frozen buffers ([`Sampler::freeze`]); outside [`Settings`], which is `Copy`.
+    freeze: Vec<usize>,
+    /// The direction mask of the current call (frozen buffers, density, magnitude), built by
+    /// `begin`.
+    pub(super) mask: Mask,
+    /// The magnitude mask's state ([`Sampler::magnitude_mask`]).
+    magnitude: MagnitudeState,
+}
+
+/// The state of a magnitude mask: its GPU buffers, the thresholds and the steps they and the
+/// bits were computed at.
+#[derive(Debug, Default)]
+struct MagnitudeState {
+    buffers: Option<Arc<MagnitudeBuffers>>,
+    thresholds: Vec<f32>,
+    /// The step the thresholds were computed at (checkpointed with them).
+    at: Option<u32>,
+    /// The step the bits were computed at (recomputed from x at the first call of each step).
+    bits_at: Option<u32>,
+    current: Option<Arc<Magnitude>>,
 }
 
 /// The arguments of one `approximate` (or fused) call besides the gradient.
@@ -154,12 +182,17 @@ impl<K> Sampler<K> {
                 exact_restore: false,
                 allow_non_finite: false,
                 target: Target::Closure,
+                density: 1.0,
+                magnitude: None,
             },
             step: 0,
             calls: 0,
             undo: None,
             saved: None,
             kind,
+            freeze: Vec::new(),
+            mask: Mask::all(),
+            magnitude: MagnitudeState::default(),
         }
     }
 
@@ -262,6 +295,135 @@ impl<K> Sampler<K> {
         self
     }
 
+    /// Freeze the buffers `buffers` (indices into [`Params::buffer_lens`]): the directions are 0
+    /// there, so those buffers are never written — not perturbed, not restored, not updated by
+    /// the fused MeZO step (a frozen buffer's bytes, NaN payloads included, stay as they are) —
+    /// and the gradient estimate is exactly 0 there. The kernels skip the frozen buffers'
+    /// chunks. S and the evaluation counts do not change. A [`Distribution::Sphere`] direction
+    /// is normalised over the unfrozen elements (√n_free/‖z_free‖: it lives in their subspace).
+    /// Checked at use: every index in range, at least one buffer left. An empty list (the
+    /// default) freezes nothing. See [`Mask`] for the directions' definition.
+    ///
+    /// Optimiser modules that add terms of their own to the update (an unfused `WeightDecay`)
+    /// still move frozen buffers; the fused MeZO step does not decay them. With
+    /// `exact_restore(true)` the restoring copy rewrites every buffer with its saved bytes,
+    /// frozen ones included (the same bytes). `RandomizedFdm` with `beta > 0` refuses frozen
+    /// buffers (its stored directions move x by `axpy` over every buffer). The directions of
+    /// [`next_directions`](Sampler::next_directions) are the unmasked ones: apply them with
+    /// [`mask_for`](Sampler::mask_for) and the masked kernels.
+    #[must_use]
+    pub fn freeze(mut self, buffers: &[usize]) -> Self {
+        self.freeze = buffers.to_vec();
+        self
+    }
+
+    /// Sparse random directions (Sparse MeZO, Liu et al. 2024): each element is perturbed with
+    /// probability `density` (a Philox-derived keep bit regenerated from (seed, step, sample,
+    /// element), never stored) and the kept elements are scaled by 1/√p, so that E\[uuᵀ\] = I and
+    /// the estimate stays unbiased (its variance grows by about 1/p). Checked at use: in
+    /// (0, 1]; 1 (the default) perturbs every element. p is rounded to a multiple of 2⁻¹⁶. See
+    /// [`Mask`] for the definition and the stream.
+    #[must_use]
+    pub fn density(mut self, density: f32) -> Self {
+        self.set.density = density;
+        self
+    }
+
+    /// The magnitude mask of Sparse MeZO (Liu et al. 2024): perturb only the elements with
+    /// |x_i| below a per-buffer threshold τ_k, the `quantile` of |x| over buffer k (so about
+    /// that fraction of each buffer moves: 0.75 perturbs the 75 % smallest). τ_k is computed
+    /// on the GPU — a histogram of |x|'s bit patterns (32768 bins per buffer, 2⁻⁷ relative
+    /// width) and one readback of the counts, never a download of x — at the first step and
+    /// every `every_k_steps` steps after; it is the upper edge of the bin where the count
+    /// reaches ⌈quantile·len⌉, so it exceeds the exact quantile by at most one bin. The mask
+    /// itself (one bit per element, n/32 words on the GPU) is computed from x at the start of
+    /// every step with the current thresholds and kept while x is perturbed (|x_i| changes
+    /// then), so the perturbation, the restore and the fused update of a step use the same
+    /// mask. The magnitude mask is deterministic and not rescaled; it composes with `freeze`,
+    /// `density` and the fused MeZO step, not with [`Params::set_scales`] (refused). A
+    /// checkpoint stores the thresholds and their step; a resumed run recomputes the bits
+    /// from x bit-exactly. Checked at use: quantile in (0, 1], every_k_steps ≥ 1.
+    #[must_use]
+    pub fn magnitude_mask(mut self, quantile: f32, every_k_steps: u32) -> Self {
+        self.set.magnitude = Some((quantile, every_k_steps));
+        self
+    }
+
+    /// The direction mask these settings give for `params` (frozen buffers, density, and the
+    /// magnitude mask of the last call when one is set): what
+    /// [`kernels::perturb_masked`] and [`kernels::scale_accumulate_masked`] need to apply the
+    /// terms of [`MeZo::estimate_terms`](super::MeZo::estimate_terms) by hand.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] as [`Mask::new`].
+    pub fn mask_for(&self, params: &Params) -> Result<Mask> {
+        let mask = if self.freeze.is_empty() && self.set.density == 1.0 {
+            Mask::all()
+        } else {
+            Mask::new(params, &self.freeze, self.set.density)?
+        };
+        Ok(match (&self.set.magnitude, &self.magnitude.current) {
+            (Some(_), Some(m)) => mask.with_magnitude(Arc::clone(m)),
+            _ => mask,
+        })
+    }
+
+    /// Brings the magnitude mask up to date for the current step (thresholds every k steps,
+    /// bits at the first call of each step) and returns it.
+    fn update_magnitude(
+        &mut self,
+        params: &mut Params,
+        quantile: f32,
+        every: u32,
+    ) -> Result<Arc<Magnitude>> {
+        if !(quantile > 0.0 && quantile <= 1.0) {
+            return Err(Error::invalid(format!(
+                "magnitude_mask: the quantile must be in (0, 1], got {quantile}"
+            )));
+        }
+        if every == 0 {
+            return Err(Error::invalid(
+                "magnitude_mask: every_k_steps must be at least 1, got 0",
+            ));
+        }
+        if params.has_scales() {
+            return Err(Error::invalid(
+                "magnitude_mask: not available for parameters with scales (Params::set_scales)",
+            ));
+        }
+        let (n, count) = (params.len(), params.buffer_lens().len());
+        let st = &mut self.magnitude;
+        let fits = st
+            .buffers
+            .as_ref()
+            .is_some_and(|b| b.fits(params.gpu(), n, count));
+        if !fits {
+            st.buffers = None;
+            st.buffers = Some(Arc::new(MagnitudeBuffers::new(params.gpu(), n, count)?));
+            st.bits_at = None;
+        }
+        let buffers = Arc::clone(st.buffers.as_ref().expect("the buffers exist"));
+        let step = self.step;
+        let due = match st.at {
+            Some(at) => step < at || step - at >= every || st.thresholds.len() != count,
+            None => true,
+        };
+        if due {
+            st.thresholds = mask::magnitude_thresholds(params, &buffers, quantile)?;
+            st.at = Some(step);
+            st.bits_at = None;
+        }
+        if st.bits_at != Some(step) || st.current.is_none() {
+            mask::magnitude_bits(params, &buffers, &st.thresholds)?;
+            st.bits_at = Some(step);
+            st.current = Some(Arc::new(Magnitude {
+                buffers,
+                thresholds: st.thresholds.clone(),
+            }));
+        }
+        Ok(Arc::clone(st.current.as_ref().expect("the mask exists")))
+    }
+
     /// The seed in use (set with `seed`, else the estimator's default).
     #[must_use]
     pub fn current_seed(&self) -> u64 {
@@ -311,10 +473,14 @@ impl<K> Sampler<K> {
     /// counting the call.
     pub(super) fn begin(
         &mut self,
-        call: &Call<'_>,
+        call: &mut Call<'_>,
         grad: Option<&Params>,
         uses_h: bool,
     ) -> Result<Vec<Direction>> {
+        if let Some((quantile, every)) = self.set.magnitude {
+            let magnitude = self.update_magnitude(call.params, quantile, every)?;
+            self.mask = self.mask_for(call.params)?.with_magnitude(magnitude);
+        }
         let (gpu, params) = (call.gpu, &*call.params);
         if uses_h {
             if let Some(schedule) = &self.set.h_schedule {
@@ -329,12 +495,17 @@ impl<K> Sampler<K> {
             Some(grad) => check_buffers(gpu, params, grad)?,
             None => check_device(params, "params", gpu, "the `gpu` argument")?,
         }
+        if self.set.magnitude.is_none() {
+            self.mask = self.mask_for(params)?;
+        }
         let dirs = self.next_directions();
         self.calls = self.calls.wrapping_add(1);
         if self.set.distribution == Distribution::Sphere {
-            // One reduction for all samples' norms (cached for the perturbations).
+            // One reduction for all samples' norms (cached for the perturbations), over the
+            // unfrozen elements.
             let samples: Vec<u32> = dirs.iter().map(|d| d.sample).collect();
-            gpu.sphere_norms(self.set.seed, self.step, &samples, params.len())?;
+            let ranges = self.mask.free_ranges(params.len());
+            gpu.sphere_norms_over(self.set.seed, self.step, &samples, &ranges)?;
         }
         Ok(dirs)
     }
@@ -364,13 +535,36 @@ impl<K> Sampler<K> {
         terms: &[(u32, f32)],
     ) -> Result<()> {
         let (d, step) = (&self.set, self.step);
+        let mask = &self.mask;
         if d.allow_non_finite && terms.iter().any(|t| !t.1.is_finite()) {
             let mut host = x.to_vec()?;
             let n = host.len() as u64;
-            cpu::scale_accumulate(&mut host, a, 0, d.distribution, d.seed, step, terms, n);
+            let (dist, seed) = (d.distribution, d.seed);
+            let mask = mask.with_host_bits()?;
+            cpu::scale_accumulate_masked(&mut host, a, 0, dist, seed, step, terms, n, &mask);
             return x.write(&host);
         }
-        kernels::scale_accumulate(x, a, d.distribution, d.seed, step, terms)
+        kernels::scale_accumulate_masked(x, a, d.distribution, d.seed, step, terms, mask)
+    }
+}
+
+/// A magnitude mask's checkpointed counters: the thresholds' step and bit patterns.
+struct MagnitudeCounters {
+    step: u32,
+    thresholds: Vec<u32>,
+}
+
+impl MagnitudeCounters {
+    /// `{"step": u32, "thresholds": [u32, …]}`, or `None` when malformed.
+    fn parse(v: &serde_json::Value) -> Option<Self> {
+        let step = u32::try_from(v.get("step")?.as_u64()?).ok()?;
+        let thresholds = v
+            .get("thresholds")?
+            .as_array()?
+            .iter()
+            .map(|t| t.as_u64().and_then(|t| u32::try_from(t).ok()))
+            .collect::<Option<Vec<u32>>>()?;
+        Some(Self { step, thresholds })
     }
 }
 
@@ -394,6 +588,19 @@ fn config_of<K: Kind>(s: &Sampler<K>) -> serde_json::Value {
             "target": format!("{:?}", d.target),
         });
         if let serde_json::Value::Object(o) = &mut m {
+            // Written only when set, so that checkpoints of unmasked runs stay as they were.
+            if !s.freeze.is_empty() {
+                let mut frozen = s.freeze.clone();
+                frozen.sort_unstable();
+                frozen.dedup();
+                o.insert("freeze".into(), serde_json::json!(frozen));
+            }
+            if d.density != 1.0 {
+                o.insert("density".into(), serde_json::json!(d.density));
+            }
+            if let Some((q, every)) = d.magnitude {
+                o.insert("magnitude_mask".into(), serde_json::json!([q, every]));
+            }
             o.extend(s.kind.config());
         }
         m
@@ -470,7 +677,9 @@ impl<K: Kind> GradApproximator for Sampler<K> {
     /// The saved copy (`exact_restore`) once allocated, plus the kind's own buffers (the
     /// stored directions of `beta > 0`, ForwardGradient's Uniform-norm scratch buffer).
     fn state_bytes(&self) -> u64 {
-        self.saved.as_ref().map_or(0, Params::owned_bytes) + self.kind.state_bytes()
+        self.saved.as_ref().map_or(0, Params::owned_bytes)
+            + self.kind.state_bytes()
+            + self.magnitude.buffers.as_ref().map_or(0, |b| b.bytes())
     }
 
     /// The settings, the seed, the step and call counters and the kind's state (the stored
@@ -484,6 +693,21 @@ impl<K: Kind> GradApproximator for Sampler<K> {
             "calls": self.calls,
             "undo": self.undo.map(|(s, c)| [s, c]),
         });
+        if self.set.magnitude.is_some() {
+            // The thresholds (as bit patterns: they may be +inf) and their step; the bits are
+            // recomputed from x at the next step.
+            let m = &self.magnitude;
+            let value = match m.at {
+                Some(at) => serde_json::json!({
+                    "step": at,
+                    "thresholds": m.thresholds.iter().map(|t| t.to_bits()).collect::<Vec<u32>>(),
+                }),
+                None => serde_json::Value::Null,
+            };
+            if let serde_json::Value::Object(c) = &mut state.counters {
+                c.insert("magnitude".into(), value);
+            }
+        }
         self.kind.save(&mut state)?;
         Ok(Some(state))
     }
@@ -523,7 +747,31 @@ impl<K: Kind> GradApproximator for Sampler<K> {
                 )))
             }
         };
+        let magnitude = if self.set.magnitude.is_some() {
+            match state.counters.get("magnitude") {
+                Some(serde_json::Value::Null) => None,
+                Some(v) => Some(MagnitudeCounters::parse(v).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "checkpoint: {}'s `magnitude` is malformed",
+                        K::NAME
+                    ))
+                })?),
+                None => {
+                    return Err(Error::invalid(format!(
+                        "checkpoint: {}'s counter `magnitude` is missing",
+                        K::NAME
+                    )))
+                }
+            }
+        } else {
+            None
+        };
         self.kind.load(gpu, shape, state)?;
+        self.magnitude = MagnitudeState::default();
+        if let Some(m) = magnitude {
+            self.magnitude.at = Some(m.step);
+            self.magnitude.thresholds = m.thresholds.into_iter().map(f32::from_bits).collect();
+        }
         self.set.seed = seed;
         self.step = step;
         self.calls = calls;

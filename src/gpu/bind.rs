@@ -152,13 +152,13 @@ fn launches_over(
 
 impl Groups {
     /// Groups of `layout` over the pieces of `operands`, bound at bindings 1, 2, … in order,
-    /// with `whole = (k, buffer)` bound entire as the k-th storage binding (binding k + 1) and
-    /// the operands after it moved up by one.
+    /// with each `(k, buffer)` of `wholes` (in increasing k) bound entire as the k-th storage
+    /// binding (binding k + 1) and the operands after it moved up by one.
     fn new(
         gpu: &Gpu,
         layout: LayoutKind,
         operands: &[Operand<'_>],
-        whole: Option<(usize, &wgpu::Buffer)>,
+        wholes: &[(usize, &wgpu::Buffer)],
     ) -> Result<Self> {
         let pieces = pieces(operands);
         let slots = Slots::for_launches(gpu, "zograd::launch_uniforms", pieces.len())?;
@@ -169,8 +169,8 @@ impl Groups {
             .iter()
             .map(|p| {
                 let mut list: Vec<u32> = p.at.iter().map(|(_, at)| (at % align) as u32).collect();
-                if let Some((k, _)) = whole {
-                    list.insert(k, 0);
+                for (k, _) in wholes {
+                    list.insert(*k, 0);
                 }
                 let mut out = [0u32; 4];
                 out[..list.len()].copy_from_slice(&list);
@@ -193,8 +193,8 @@ impl Groups {
                                 })
                             })
                             .collect();
-                    if let Some((k, buffer)) = whole {
-                        storage.insert(k, buffer.as_entire_binding());
+                    for (k, buffer) in wholes {
+                        storage.insert(*k, buffer.as_entire_binding());
                     }
                     let mut entries = vec![slots.entry(0)];
                     entries.extend(storage.into_iter().enumerate().map(|(k, resource)| {
@@ -262,6 +262,8 @@ struct Terms {
     groups: Groups,
     /// The groups with the destination's scales at binding 3, keyed by the scales' key.
     scaled: Option<((u64, u64), Groups)>,
+    /// The groups with a magnitude mask's bits at binding 3, keyed by the bits' id.
+    bits: Option<(u64, Groups)>,
 }
 
 /// The reductions' partial sums and their groups per second operand.
@@ -281,6 +283,9 @@ pub(crate) struct BindCache {
     terms: Option<Terms>,
     pairs: Vec<(Vec<(u64, u64)>, Groups)>,
     reduce: Option<Reduce>,
+    /// Groups with whole buffers besides `x` (magnitude-mask bits, histogram bins), keyed by
+    /// (layout, the buffers' ids).
+    wholes: Vec<((LayoutKind, u64), Groups)>,
 }
 
 /// Keeps at most [`PAIR_CACHE`] entries, dropping the oldest.
@@ -295,10 +300,11 @@ impl BindCache {
     /// another device fails here, as a validation error).
     pub(crate) fn new(gpu: &Gpu, x: Operand<'_>) -> Result<Self> {
         Ok(Self {
-            single: Groups::new(gpu, LayoutKind::One, &[x], None)?,
+            single: Groups::new(gpu, LayoutKind::One, &[x], &[])?,
             terms: None,
             pairs: Vec::new(),
             reduce: None,
+            wholes: Vec::new(),
         })
     }
 
@@ -325,6 +331,25 @@ impl BindCache {
         terms: &[(u32, f32)],
         fill: &dyn Fn(&mut Launch),
     ) -> Result<()> {
+        self.launch_terms_bits(gpu, kernel, x, scales, None, terms, fill)
+    }
+
+    /// [`launch_terms`](BindCache::launch_terms) with, for the magnitude-masked kernels,
+    /// `bits = (id, buffer)` bound entire at binding 3 (not with scales).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "launch_terms' arguments and the bits"
+    )]
+    pub(crate) fn launch_terms_bits(
+        &mut self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        x: Operand<'_>,
+        scales: Option<Operand<'_>>,
+        bits: Option<(u64, &wgpu::Buffer)>,
+        terms: &[(u32, f32)],
+        fill: &dyn Fn(&mut Launch),
+    ) -> Result<()> {
         // Slot 0 holds the count, then one (sample, coeff bits) pair per term.
         let need = terms.len() + 1;
         if self.terms.as_ref().is_none_or(|t| t.capacity < need) {
@@ -334,12 +359,13 @@ impl BindCache {
                 capacity as u64 * 8,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             )?;
-            let groups = Groups::new(gpu, LayoutKind::Two, &[x], Some((1, &buffer)))?;
+            let groups = Groups::new(gpu, LayoutKind::Two, &[x], &[(1, &buffer)])?;
             self.terms = Some(Terms {
                 buffer,
                 capacity,
                 groups,
                 scaled: None,
+                bits: None,
             });
         }
         let t = self
@@ -348,13 +374,20 @@ impl BindCache {
             .expect("the terms binding was just created");
         if let Some(s) = scales {
             if t.scaled.as_ref().is_none_or(|(k, _)| *k != s.key) {
-                let groups = Groups::new(gpu, LayoutKind::Three, &[x, s], Some((1, &t.buffer)))?;
+                let groups = Groups::new(gpu, LayoutKind::Three, &[x, s], &[(1, &t.buffer)])?;
                 t.scaled = Some((s.key, groups));
             }
         }
+        if let Some((id, b)) = bits {
+            if t.bits.as_ref().is_none_or(|(k, _)| *k != id) {
+                let groups = Groups::new(gpu, LayoutKind::Three, &[x], &[(1, &t.buffer), (2, b)])?;
+                t.bits = Some((id, groups));
+            }
+        }
         let t = &*t;
-        let groups = match (&t.scaled, scales) {
-            (Some((_, g)), Some(_)) => g,
+        let groups = match (&t.scaled, scales, &t.bits, bits) {
+            (_, _, Some((_, g)), Some(_)) => g,
+            (Some((_, g)), Some(_), _, _) => g,
             _ => &t.groups,
         };
         let packed: Vec<[u32; 2]> = std::iter::once([terms.len() as u32, 0])
@@ -366,6 +399,31 @@ impl BindCache {
                 .write_buffer(&t.buffer, 0, bytemuck::cast_slice(&packed));
             Ok(())
         })?;
+        groups.submit(gpu, kernel, &launches)
+    }
+
+    /// Launches `kernel` with `x` at binding 1 and the buffer `whole = (id, buffer)` bound entire
+    /// at binding 2 (the kernel's layout: `Two` read-only, `TwoRw` read-write).
+    pub(crate) fn launch_whole(
+        &mut self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        x: Operand<'_>,
+        whole: (u64, &wgpu::Buffer),
+        fill: &dyn Fn(&mut Launch),
+    ) -> Result<()> {
+        let key = (kernel.layout(), whole.0);
+        let pos = match self.wholes.iter().position(|(k, _)| *k == key) {
+            Some(p) => p,
+            None => {
+                let groups = Groups::new(gpu, kernel.layout(), &[x], &[(1, whole.1)])?;
+                make_room(&mut self.wholes);
+                self.wholes.push((key, groups));
+                self.wholes.len() - 1
+            }
+        };
+        let groups = &self.wholes[pos].1;
+        let launches = groups.launches(gpu, kernel, fill)?;
         groups.submit(gpu, kernel, &launches)
     }
 
@@ -387,7 +445,7 @@ impl BindCache {
             None => {
                 let mut operands = vec![x];
                 operands.extend_from_slice(others);
-                let groups = Groups::new(gpu, kernel.layout(), &operands, None)?;
+                let groups = Groups::new(gpu, kernel.layout(), &operands, &[])?;
                 make_room(&mut self.pairs);
                 self.pairs.push((key, groups));
                 self.pairs.len() - 1
@@ -435,7 +493,7 @@ impl BindCache {
         let pos = match r.sets.iter().position(|(k, _)| *k == y.key) {
             Some(p) => p,
             None => {
-                let groups = Groups::new(gpu, LayoutKind::Three, &[x, y], Some((0, &r.partials)))?;
+                let groups = Groups::new(gpu, LayoutKind::Three, &[x, y], &[(0, &r.partials)])?;
                 make_room(&mut r.sets);
                 r.sets.push((y.key, groups));
                 r.sets.len() - 1

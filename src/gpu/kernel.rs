@@ -35,6 +35,29 @@ pub(crate) enum Kernel {
     AccumulateRademacherScaled,
     AccumulateQuadScaled,
     AxpyScaled,
+    /// Sparse directions (`kernels::Mask` with a density below 1): the direction kernels above
+    /// built with `ZOGRAD_MASKED = true`, in the same order.
+    PerturbRademacherMasked,
+    PerturbQuadMasked,
+    AccumulateRademacherMasked,
+    AccumulateQuadMasked,
+    ScaleAccumulateRademacherMasked,
+    ScaleAccumulateQuadMasked,
+    PerturbRademacherScaledMasked,
+    PerturbQuadScaledMasked,
+    AccumulateRademacherScaledMasked,
+    AccumulateQuadScaledMasked,
+    /// The magnitude mask (`shaders/mask.wgsl`): the histogram of |x| per buffer, and the bits.
+    MagnitudeHistogram,
+    MagnitudeBits,
+    /// Magnitude-masked directions: the mask's bits bound entire after the other bindings
+    /// (built with `ZOGRAD_MASKED = true`, so a sparse density applies too).
+    PerturbRademacherBits,
+    PerturbQuadBits,
+    AccumulateRademacherBits,
+    AccumulateQuadBits,
+    ScaleAccumulateRademacherBits,
+    ScaleAccumulateQuadBits,
 }
 
 /// The binding shapes: a dynamic-offset uniform at binding 0, then one read-write storage
@@ -104,6 +127,8 @@ pub(crate) struct KernelSpec {
 }
 
 const SCALED: &[(&str, f64)] = &[("ZOGRAD_SCALED", 1.0)];
+const MASKED: &[(&str, f64)] = &[("ZOGRAD_MASKED", 1.0)];
+const SCALED_MASKED: &[(&str, f64)] = &[("ZOGRAD_SCALED", 1.0), ("ZOGRAD_MASKED", 1.0)];
 
 const fn row(
     kernel: Kernel,
@@ -128,8 +153,10 @@ const fn row(
 /// owns a tile of 32768 elements (256 threads × one Philox block of 128), the Rademacher
 /// accumulate 256 threads of 64 elements (two Philox words each), the dot product 256 threads of 64 elements
 /// (`DOT_PER_THREAD` in `shaders/reduce.wgsl`), quad kernels 256 blocks of 4, elementwise
-/// kernels and the sphere norms 1024 elements.
-pub(crate) const KERNELS: [KernelSpec; 21] = {
+/// kernels and the sphere norms 1024 elements. The masked rows (sparse directions) and `_bits` rows
+/// (magnitude mask) share the shapes of the rows they mask; the magnitude histogram covers 256
+/// elements per workgroup, the mask bits 8192 (256 threads × one 32-bit word).
+pub(crate) const KERNELS: [KernelSpec; 39] = {
     use Family as F;
     use Kernel as K;
     use LayoutKind as L;
@@ -231,6 +258,198 @@ pub(crate) const KERNELS: [KernelSpec; 21] = {
             1024,
             1,
         ),
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::PerturbRademacherMasked,
+                F::Perturb,
+                "perturb_rademacher",
+                L::One,
+                32768,
+                128,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::PerturbQuadMasked,
+                F::Perturb,
+                "perturb_quad",
+                L::One,
+                1024,
+                4,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::AccumulateRademacherMasked,
+                F::Accumulate,
+                "accumulate_rademacher",
+                L::Two,
+                16384,
+                64,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::AccumulateQuadMasked,
+                F::Accumulate,
+                "accumulate_quad",
+                L::Two,
+                1024,
+                4,
+            )
+        },
+        KernelSpec {
+            constants: SCALED_MASKED,
+            ..row(
+                K::ScaleAccumulateRademacherMasked,
+                F::Accumulate,
+                "accumulate_rademacher",
+                L::Two,
+                16384,
+                64,
+            )
+        },
+        KernelSpec {
+            constants: SCALED_MASKED,
+            ..row(
+                K::ScaleAccumulateQuadMasked,
+                F::Accumulate,
+                "accumulate_quad",
+                L::Two,
+                1024,
+                4,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::PerturbRademacherScaledMasked,
+                F::Perturb,
+                "perturb_rademacher_scaled",
+                L::Two,
+                32768,
+                128,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::PerturbQuadScaledMasked,
+                F::Perturb,
+                "perturb_quad_scaled",
+                L::Two,
+                1024,
+                4,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::AccumulateRademacherScaledMasked,
+                F::Accumulate,
+                "accumulate_rademacher_scaled",
+                L::Three,
+                16384,
+                64,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::AccumulateQuadScaledMasked,
+                F::Accumulate,
+                "accumulate_quad_scaled",
+                L::Three,
+                1024,
+                4,
+            )
+        },
+        row(
+            K::MagnitudeHistogram,
+            F::Mask,
+            "magnitude_histogram",
+            L::TwoRw,
+            256,
+            1,
+        ),
+        row(
+            K::MagnitudeBits,
+            F::Mask,
+            "magnitude_bits",
+            L::TwoRw,
+            8192,
+            32,
+        ),
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::PerturbRademacherBits,
+                F::Perturb,
+                "perturb_rademacher_bits",
+                L::Two,
+                32768,
+                128,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::PerturbQuadBits,
+                F::Perturb,
+                "perturb_quad_bits",
+                L::Two,
+                1024,
+                4,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::AccumulateRademacherBits,
+                F::Accumulate,
+                "accumulate_rademacher_bits",
+                L::Three,
+                16384,
+                64,
+            )
+        },
+        KernelSpec {
+            constants: MASKED,
+            ..row(
+                K::AccumulateQuadBits,
+                F::Accumulate,
+                "accumulate_quad_bits",
+                L::Three,
+                1024,
+                4,
+            )
+        },
+        KernelSpec {
+            constants: SCALED_MASKED,
+            ..row(
+                K::ScaleAccumulateRademacherBits,
+                F::Accumulate,
+                "accumulate_rademacher_bits",
+                L::Three,
+                16384,
+                64,
+            )
+        },
+        KernelSpec {
+            constants: SCALED_MASKED,
+            ..row(
+                K::ScaleAccumulateQuadBits,
+                F::Accumulate,
+                "accumulate_quad_bits",
+                L::Three,
+                1024,
+                4,
+            )
+        },
     ]
 };
 

@@ -9,7 +9,7 @@ use super::kernel::Kernel;
 use crate::{Error, Result};
 
 /// Bytes of [`Launch`] (the WGSL `Launch` struct in `shaders/common.wgsl`).
-pub(crate) const LAUNCH_BYTES: u64 = 96;
+pub(crate) const LAUNCH_BYTES: u64 = 112;
 
 /// The per-chunk launch uniform; mirrors `struct Launch` in `shaders/common.wgsl`.
 #[repr(C)]
@@ -37,6 +37,10 @@ pub(crate) struct Launch {
     /// range: a range that starts at an element the adapter's storage offset alignment does not
     /// allow is bound from the aligned offset below it and the kernel adds the shift.
     pub shift: [u32; 4],
+    /// Sparse directions: `mask[0]` is the density threshold T of the masked direction kernels
+    /// (an element is kept when its 16-bit mask lane is below T; `zograd_keep4` in
+    /// `shaders/philox.wgsl`); the other words are 0.
+    pub mask: [u32; 4],
 }
 
 const _: () = assert!(std::mem::size_of::<Launch>() as u64 == LAUNCH_BYTES);
@@ -199,6 +203,10 @@ impl Slots {
             });
             pass.set_pipeline(pipeline);
             for (k, (launch, group)) in launches.iter().enumerate() {
+                if launch.len == 0 {
+                    // A piece the caller skips (a frozen buffer, `kernels::Mask`): no work.
+                    continue;
+                }
                 pass.set_bind_group(0, *group, &[self.offset(k)]);
                 let (x, y) = launch.grid();
                 pass.dispatch_workgroups(x, y, 1);

@@ -201,7 +201,9 @@ pub(crate) struct BatchUniform {
     pub dist: u32,
     pub count: u32,
     pub first: u32,
-    pub reserved: [u32; 2],
+    /// Sparse directions: the density threshold of `zograd_keep4` (0: dense).
+    pub threshold: u32,
+    pub reserved: u32,
 }
 
 /// Bytes of [`BatchUniform`].

@@ -20,6 +20,7 @@ pub(crate) const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 pub(crate) const BATCH: &str = include_str!("../../shaders/batch.wgsl");
 /// `shaders/testfns.wgsl`: the passes of `zograd::testfns` (after `PHILOX` and `BATCH`).
 pub(crate) const TESTFNS: &str = include_str!("../../shaders/testfns.wgsl");
+pub(crate) const MASK: &str = include_str!("../../shaders/mask.wgsl");
 
 /// A kernel family: one shader module, several entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,17 +30,20 @@ pub(crate) enum Family {
     Elementwise,
     Optim,
     Reduce,
+    /// The magnitude mask of sparse directions: histogram and bits.
+    Mask,
 }
 
 impl Family {
     /// Every family, for validation tests.
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 5] = [
+    pub(crate) const ALL: [Family; 6] = [
         Family::Perturb,
         Family::Accumulate,
         Family::Elementwise,
         Family::Optim,
         Family::Reduce,
+        Family::Mask,
     ];
 
     /// The complete WGSL source of the family's module.
@@ -50,6 +54,7 @@ impl Family {
             Family::Elementwise => (false, ELEMENTWISE),
             Family::Optim => (false, OPTIM),
             Family::Reduce => (true, REDUCE),
+            Family::Mask => (false, MASK),
         };
         let mut src = String::with_capacity(PHILOX.len() + COMMON.len() + body.len() + 2);
         if needs_philox {
@@ -70,6 +75,7 @@ impl Family {
             Family::Elementwise => "zograd::elementwise",
             Family::Optim => "zograd::optim",
             Family::Reduce => "zograd::reduce",
+            Family::Mask => "zograd::mask",
         }
     }
 }

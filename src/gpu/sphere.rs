@@ -3,7 +3,10 @@
 //! one reduction pass over the index range (no parameter buffer is read), cached per
 //! (seed, step, sample, n).
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::ops::Range;
 
 use super::context::{lock, Gpu, TrackedBuffer};
 use super::kernel::{Kernel, LayoutKind};
@@ -71,6 +74,28 @@ impl Gpu {
         samples: &[u32],
         n: u64,
     ) -> Result<Vec<f64>> {
+        self.sphere_norms_over(seed, step, samples, std::slice::from_ref(&(0..n)))
+    }
+
+    /// ‖z‖ of the Gaussian directions (seed, step, sample) over the elements of `ranges`
+    /// (global indices; the unfrozen buffers of a `kernels::Mask`), as
+    /// [`sphere_norms`](Gpu::sphere_norms). The cache key's last word is n for the single range
+    /// 0..n and a fingerprint of the ranges with bit 63 set otherwise.
+    pub(crate) fn sphere_norms_over(
+        &self,
+        seed: u64,
+        step: u32,
+        samples: &[u32],
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<f64>> {
+        let n = match ranges {
+            [r] if r.start == 0 => r.end,
+            _ => {
+                let mut h = DefaultHasher::new();
+                ranges.hash(&mut h);
+                h.finish() | (1 << 63)
+            }
+        };
         let mut state = lock(&self.inner.sphere);
         let key = |s: u32| (seed, step, s, n);
         let missing: Vec<u32> = samples
@@ -82,7 +107,7 @@ impl Gpu {
             .collect();
         let mut fresh = HashMap::with_capacity(missing.len());
         if !missing.is_empty() {
-            let sums = self.sphere_sumsq(&mut state, seed, step, &missing, n)?;
+            let sums = self.sphere_sumsq(&mut state, seed, step, &missing, ranges)?;
             fresh.extend(
                 missing
                     .iter()
@@ -113,26 +138,28 @@ impl Gpu {
         seed: u64,
         step: u32,
         samples: &[u32],
-        n: u64,
+        ranges: &[Range<u64>],
     ) -> Result<Vec<f64>> {
-        // One launch per (sample, piece); partial sums laid out launch after launch.
+        // One launch per (sample, range, piece); partial sums laid out launch after launch.
         let piece = PIECE.min(super::launch::grid_capacity(self) / 4 * 4).max(4);
         let mut launches = Vec::new();
         let mut owner = Vec::new();
         let mut offset = 0u64;
         for (k, &sample) in samples.iter().enumerate() {
-            let mut start = 0;
-            while start < n {
-                let len = (n - start).min(piece);
-                let mut l = Launch::new(self, Kernel::SphereSumsq, len, start)?;
-                l.seed = split64(seed);
-                l.step = step;
-                l.sample = sample;
-                l.out_offset = offset as u32;
-                offset += u64::from(l.n_groups);
-                owner.extend(std::iter::repeat_n(k, l.n_groups as usize));
-                launches.push(l);
-                start += len;
+            for range in ranges {
+                let (mut start, n) = (range.start, range.end);
+                while start < n {
+                    let len = (n - start).min(piece);
+                    let mut l = Launch::new(self, Kernel::SphereSumsq, len, start)?;
+                    l.seed = split64(seed);
+                    l.step = step;
+                    l.sample = sample;
+                    l.out_offset = offset as u32;
+                    offset += u64::from(l.n_groups);
+                    owner.extend(std::iter::repeat_n(k, l.n_groups as usize));
+                    launches.push(l);
+                    start += len;
+                }
             }
         }
         let need_slots = launches.len();

@@ -132,3 +132,16 @@ pub fn sphere_norm(seed: u64, step: u32, sample: u32, n: u64) -> f64 {
         .sum::<f64>()
         .sqrt()
 }
+
+/// ‖z‖ of the Gaussian direction (seed, step, sample) over the global indices of `ranges` (the
+/// unfrozen buffers of a [`crate::kernels::Mask`]), in f64: the twin of the GPU norm a masked
+/// [`Distribution::Sphere`] direction is normalised by.
+#[must_use]
+pub fn sphere_norm_over(seed: u64, step: u32, sample: u32, ranges: &[std::ops::Range<u64>]) -> f64 {
+    ranges
+        .iter()
+        .flat_map(|r| r.clone())
+        .map(|i| f64::from(perturbation(Distribution::Gaussian, seed, step, sample, i)).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}

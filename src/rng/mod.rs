@@ -16,9 +16,14 @@
 //! The counter is `[block lo, block hi, sample, step]` and the key `[seed lo, seed hi]`, so the
 //! values depend only on (seed, step, sample, i): not on how parameters are split into buffers,
 //! on workgroup sizes or on the adapter.
+//!
+//! Sparse directions ([`crate::kernels::Mask`]) multiply element `i` by a keep bit drawn from
+//! the same stream ([`kept`]) and by `1/√p`; frozen buffers are 0.
 
 mod distribution;
+mod mask;
 mod philox;
 
-pub use distribution::{perturbation, sphere_norm, Distribution};
+pub use distribution::{perturbation, sphere_norm, sphere_norm_over, Distribution};
+pub use mask::{kept, DENSE_THRESHOLD};
 pub use philox::{block, philox4x32_10};

@@ -584,7 +584,8 @@ impl Problem {
 
     /// The [`BatchObjective`] over `x` (one buffer of n elements; bound, never written): each
     /// dispatch evaluates up to `max_points` points `x + scale·z` in two passes (partials per
-    /// workgroup and point, then one workgroup per point), regenerating z from Philox.
+    /// workgroup and point, then one workgroup per point), regenerating z from Philox (sparse
+    /// directions included: [`BatchObjective::handles_sparse_directions`] is on).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] naming `params` when `x` is not one buffer of n elements or
@@ -618,6 +619,7 @@ impl Problem {
             ],
             max_points,
         )
+        .map(|b| b.handles_sparse_directions(true))
     }
 
     /// The [`ShaderObjective`] over `x` (one buffer of n elements): f at x as it is (the
