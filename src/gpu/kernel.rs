@@ -35,6 +35,8 @@ pub(crate) enum Kernel {
     AccumulateRademacherScaled,
     AccumulateQuadScaled,
     AxpyScaled,
+    /// `x ← clamp(x, lo, hi)`: the box bounds of `Params::set_bounds`.
+    Project,
 }
 
 /// The binding shapes: a dynamic-offset uniform at binding 0, then one read-write storage
@@ -129,7 +131,7 @@ const fn row(
 /// accumulate 256 threads of 64 elements (two Philox words each), the dot product 256 threads of 64 elements
 /// (`DOT_PER_THREAD` in `shaders/reduce.wgsl`), quad kernels 256 blocks of 4, elementwise
 /// kernels and the sphere norms 1024 elements.
-pub(crate) const KERNELS: [KernelSpec; 21] = {
+pub(crate) const KERNELS: [KernelSpec; 22] = {
     use Family as F;
     use Kernel as K;
     use LayoutKind as L;
@@ -231,6 +233,7 @@ pub(crate) const KERNELS: [KernelSpec; 21] = {
             1024,
             1,
         ),
+        row(K::Project, F::Bounds, "project", L::Three, 1024, 1),
     ]
 };
 
