@@ -69,6 +69,32 @@ pub enum Scales {
     PerElement(Vec<f32>),
 }
 
+impl Scales {
+    /// Relative scales sᵢ = max(1, |xᵢ|) for the values `x` (global order): with them every
+    /// estimator steps by h·max(1, |xᵢ|) (the relative steps of
+    /// [`Fdm::relative_step`](crate::approx::Fdm::relative_step), for the random estimators) —
+    /// and, since x = s⊙y, the estimate and the optimiser's updates are in the relative units y
+    /// too. That is the consistent way to give a random estimator relative steps: along a
+    /// direction u, a step of h·(s⊙u) measures ∇f·(s⊙u), an unbiased estimate of s⊙∇f, not of
+    /// ∇f, and turning it back into ∇f would take one more n-sized pass and buffer (which the
+    /// fused MeZO step does not have); in y-units it needs neither.
+    ///
+    /// ```
+    /// use zograd::{Params, Scales};
+    /// # fn main() -> zograd::Result<()> {
+    /// let gpu = zograd::Gpu::new()?;
+    /// let start = [2.0e4f32, -0.5, 300.0];
+    /// let mut x = Params::from_slices(&gpu, &[&start[..]])?;
+    /// x.set_scales(Scales::relative(&start))?;
+    /// assert_eq!(x.scales(), Some(&[2.0e4f32, 1.0, 300.0][..]));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn relative(x: &[f32]) -> Self {
+        Self::PerElement(x.iter().map(|v| v.abs().max(1.0)).collect())
+    }
+}
+
 impl fmt::Debug for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Params")
