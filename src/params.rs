@@ -629,8 +629,9 @@ impl Params {
     /// - [`Project`](crate::optim::Project) clamps x into the box after every update (a GPU
     ///   kernel), on the fused MeZO path too.
     /// - [`Fdm`](crate::approx::Fdm) never evaluates outside the box: an element whose points
-    ///   would leave it uses the formula's one-sided partner ([`Formula::one_sided`]: Central →
-    ///   Forward3, Central4 → Forward5; mirrored to point away from the near bound), and when
+    ///   would leave it uses the formula's one-sided partner
+    ///   ([`Formula::one_sided`](crate::approx::Formula::one_sided): Central → Forward3,
+    ///   Central4 → Forward5; mirrored to point away from the near bound), and when
     ///   neither side has room for the step, the side with more room and a shrunk step (scipy's
     ///   `approx_derivative`). An element with lo = hi gets the gradient 0 and no evaluation.
     /// - The random estimators keep every point x + k·h·u in the box. Each sample's step is
