@@ -163,9 +163,9 @@ pub(crate) enum Fit {
 }
 
 /// The largest fraction r ≤ 1 of each sample's step `unit` with every point
-/// x + k·r·unit·sᵢ·uᵢ (k in `offsets`) inside the box, and the resulting [`Fit`]. `dirs` gives each
-/// sample's direction elements (regenerated on the host) and step. x is checked to lie in the
-/// box first.
+/// x + k·r·unit·sᵢ·uᵢ (k in `offsets`) inside the box, and the resulting [`Fit`] (`None`: the
+/// parameters have no bounds). `samples` gives each sample's direction (its elements regenerated
+/// on the host, or downloaded) and step. x is checked to lie in the box first.
 pub(crate) fn fit(
     params: &Params,
     offsets: &[i32],
@@ -224,13 +224,12 @@ pub(crate) fn fit(
                 r = r.min(minus / (kmin * a));
             }
         }
-        ratios.push(r * (1.0 - 4.0 * f64::from(f32::EPSILON)));
-    }
-    if ratios
-        .iter()
-        .all(|r| *r >= 1.0 - 8.0 * f64::from(f32::EPSILON))
-    {
-        return Ok(Some(Fit::Shrink(vec![1.0; ratios.len()])));
+        // A shrunk step a hair shorter still: the products k·r·unit·|uᵢ| round too.
+        ratios.push(if r >= 1.0 {
+            1.0
+        } else {
+            r * (1.0 - 4.0 * f64::from(f32::EPSILON))
+        });
     }
     if ratios.iter().any(|r| *r < SHRINK_FLOOR) {
         return Ok(Some(Fit::Project));
