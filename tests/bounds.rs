@@ -499,3 +499,60 @@ fn project_without_bounds_fails_the_step() -> Result<()> {
     assert_eq!((f.calls, opt.steps(), x.to_vec()?), (0, 0, vec![2.0; 4]));
     Ok(())
 }
+
+/// One MeZO step with every element closer to a bound than h (every sample's step shrunk, points
+/// evaluated in place): the fused step (whose kernel also undoes the last perturbation, by the
+/// shrunk step) lands where the unfused chain does, and the evaluated points moved by less than
+/// h.
+#[test]
+fn fused_mezo_restores_by_the_shrunk_step() -> Result<()> {
+    let gpu = common::gpu();
+    let n = 64;
+    let (lo, hi) = (vec![0.0f32; n], vec![1.0f32; n]);
+    let x0: Vec<f32> = (0..n)
+        .map(|i| if i % 2 == 0 { 4e-4 } else { 1.0 - 4e-4 })
+        .collect();
+    let a: Vec<f64> = common::data(31, n).iter().map(|v| f64::from(*v)).collect();
+    let c = vec![1.0; n];
+    let mut out = Vec::new();
+    for fuse in [true, false] {
+        let mut x = Params::from_slices(&gpu, &[&x0[..]])?;
+        x.set_bounds(Bounds::per_element(&lo, &hi))?;
+        let mut moved = 0.0f32;
+        let mut f = Checked::new(&lo, &hi, &a, &c, false);
+        let mut loss = |p: &Params| -> Result<f32> {
+            let v = p.to_vec()?;
+            for (p, q) in v.iter().zip(&x0) {
+                moved = moved.max((p - q).abs());
+            }
+            f.loss(p)
+        };
+        let mut opt = Optimizer::new(&gpu, &x, MeZo::new().seed(9))?
+            .then(Lr::new(1e-4))
+            .fuse(fuse);
+        opt.step(&mut x, &mut loss)?;
+        assert!(f.outside.is_empty(), "fuse {fuse}: {:?}", &f.outside[..1]);
+        assert!(
+            moved > 1e-4 && moved < 4e-4,
+            "fuse {fuse}: points moved by {moved} (shrunk below the room 4e-4)"
+        );
+        if fuse {
+            assert_eq!(
+                opt.state_bytes(),
+                0,
+                "in place: no saved copy, no update buffer"
+            );
+        }
+        out.push(x.to_vec()?);
+    }
+    let diff = out[0]
+        .iter()
+        .zip(&out[1])
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff < 1e-6,
+        "fused vs unfused after one shrunk step: {diff}"
+    );
+    Ok(())
+}
