@@ -181,41 +181,78 @@ pub(crate) fn fit(
     // Moves per sample in place (each rounds x once): a safety margin of that many ulp.
     let moves = offsets.len() as f64 + 1.0;
     let scales = params.scales();
-    // Room above and below each element in y-units, less the in-place rounding margin.
-    let room: Vec<(f64, f64)> = (0..x.len())
-        .map(|i| {
-            let s = scales.map_or(1.0, |s| f64::from(s[i]));
-            if s == 0.0 {
-                // A frozen element never moves.
-                return (f64::INFINITY, f64::INFINITY);
+    // Room above and below element i in y-units, less the in-place rounding margin.
+    let room = |i: usize| -> (f64, f64) {
+        let s = scales.map_or(1.0, |s| f64::from(s[i]));
+        if s == 0.0 {
+            // A frozen element never moves.
+            return (f64::INFINITY, f64::INFINITY);
+        }
+        let xi = f64::from(x[i]);
+        let side = |bound: f32, gap: f64| {
+            let bound = f64::from(bound);
+            if bound.is_infinite() {
+                return f64::INFINITY;
             }
-            let xi = f64::from(x[i]);
-            let side = |bound: f32, gap: f64| {
-                let bound = f64::from(bound);
-                if bound.is_infinite() {
-                    return f64::INFINITY;
-                }
-                let ulp = f64::from(f32::EPSILON) * xi.abs().max(bound.abs());
-                ((gap - moves * ulp - f64::from(f32::MIN_POSITIVE)) / s).max(0.0)
-            };
-            (
-                side(b.host_hi[i], f64::from(b.host_hi[i]) - xi),
-                side(b.host_lo[i], xi - f64::from(b.host_lo[i])),
-            )
+            let ulp = f64::from(f32::EPSILON) * xi.abs().max(bound.abs());
+            let room = (gap - moves * ulp - f64::from(f32::MIN_POSITIVE)).max(0.0);
+            if s == 1.0 {
+                room
+            } else {
+                room / s
+            }
+        };
+        (
+            side(b.host_hi[i], f64::from(b.host_hi[i]) - xi),
+            side(b.host_lo[i], xi - f64::from(b.host_lo[i])),
+        )
+    };
+    // Bounded directions (Rademacher |uᵢ| = 1, Uniform |uᵢ| ≤ √3): the largest step t·|uᵢ| ≤ t·c
+    // that fits whichever way each element moves, without regenerating the direction (exact for
+    // Rademacher up to the sign, at most √3 too short for Uniform). One pass over x per call.
+    let mut symmetric: Option<f64> = None;
+    let mut symmetric_room = || {
+        *symmetric.get_or_insert_with(|| {
+            // Either side may be the one a point k·t·c away reaches, k ≤ max(kmax, kmin).
+            let least = (0..x.len())
+                .map(|i| {
+                    let (up, down) = room(i);
+                    up.min(down)
+                })
+                .fold(f64::INFINITY, f64::min);
+            least / kmax.max(kmin)
         })
-        .collect();
+    };
     let mut ratios = Vec::with_capacity(samples.len());
     for (along, unit) in samples {
-        let u = along.elements(params)?;
         let unit = f64::from(*unit);
+        let bound = match along {
+            Along::Philox(d) => match d.distribution {
+                Distribution::Rademacher => Some(1.0),
+                Distribution::Uniform => Some(3f64.sqrt()),
+                _ => None,
+            },
+            Along::Stored(_) => None,
+        };
+        if let Some(c) = bound {
+            let r = symmetric_room() / (c * unit);
+            ratios.push(if r >= 1.0 {
+                1.0
+            } else {
+                r * (1.0 - 4.0 * f64::from(f32::EPSILON))
+            });
+            continue;
+        }
+        let u = along.elements(params)?;
         let mut r = 1.0f64;
-        for (i, (up, down)) in room.iter().enumerate() {
-            let z = f64::from(u[i]);
+        for (i, z) in u.iter().enumerate() {
+            let z = f64::from(*z);
             if z == 0.0 {
                 continue;
             }
+            let (up, down) = room(i);
             // Largest step along +z is kmax·t·|z|, along −z kmin·t·|z| (t = r·unit).
-            let (plus, minus) = if z > 0.0 { (*up, *down) } else { (*down, *up) };
+            let (plus, minus) = if z > 0.0 { (up, down) } else { (down, up) };
             let a = z.abs() * unit;
             if kmax > 0.0 {
                 r = r.min(plus / (kmax * a));
