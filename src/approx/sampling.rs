@@ -443,7 +443,13 @@ pub(super) fn evaluate(
         }
         None => false,
     };
-    let saved = saved_copy(set.exact_restore || project, saved, call.params)?;
+    let saved = if set.exact_restore || project || !call.params.has_bounds() {
+        saved_copy(set.exact_restore || project, saved, call.params)?
+    } else {
+        // In place, but keep the copy of earlier projected calls: with bounds a later call may
+        // project again, and the copy is not reallocated every time.
+        None
+    };
     let (params, objective) = (&mut *call.params, &mut *call.objective);
     differences(
         set,
