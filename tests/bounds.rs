@@ -556,3 +556,65 @@ fn fused_mezo_restores_by_the_shrunk_step() -> Result<()> {
     );
     Ok(())
 }
+
+/// Bounds with per-element scales (x = s⊙y: a point moves by k·h·sᵢ·uᵢ; up to 3 here, so the
+/// room 1e-3 is less than a step), a frozen element (s = 0) and relative Fdm steps: still no
+/// point outside the box, for Fdm and the random estimators, next to the bounds and on them.
+#[test]
+fn bounds_with_scales_keep_points_feasible() -> Result<()> {
+    let gpu = common::gpu();
+    let n = 200;
+    let lo = vec![-2.0f32; n];
+    let hi = vec![3.0f32; n];
+    let scales: Vec<f32> = common::data(41, n)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i == 7 { 0.0 } else { 1.6 + 1.4 * v })
+        .collect();
+    let a: Vec<f64> = common::data(42, n).iter().map(|v| f64::from(*v)).collect();
+    let c = vec![0.5; n];
+    let near: Vec<f32> = (0..n)
+        .map(|i| match i % 3 {
+            0 => -2.0 + 1e-3,
+            1 => 3.0 - 2e-3,
+            _ => 0.25,
+        })
+        .collect();
+    let on: Vec<f32> = (0..n)
+        .map(|i| match i % 3 {
+            0 => -2.0,
+            1 => 3.0,
+            _ => 0.25,
+        })
+        .collect();
+    for (case, x0) in [("near", &near), ("on", &on)] {
+        let mut ests: Vec<(&str, Box<dyn GradApproximator>)> = estimators();
+        ests.push((
+            "Fdm relative auto",
+            Box::new(Fdm::new().relative_step(true).auto_h()),
+        ));
+        ests.push((
+            "Fdm central4",
+            Box::new(Fdm::new().formula(Formula::Central4)),
+        ));
+        for (name, mut est) in ests {
+            let what = format!("{name}, x {case} the bounds, with scales");
+            let mut x = Params::from_slices(&gpu, &[&x0[..]])?;
+            x.set_scales(zograd::Scales::PerElement(scales.clone()))?;
+            x.set_bounds(Bounds::per_element(&lo, &hi))?;
+            let mut g = x.zeros_like()?;
+            let mut f = Checked::new(&lo, &hi, &a, &c, false);
+            est.pre_step();
+            est.approximate(&gpu, &mut x, &mut f, &mut g)?;
+            assert!(f.outside.is_empty(), "{what}: {:?}", &f.outside[..1]);
+            let g = g.to_vec()?;
+            assert!(g.iter().all(|v| v.is_finite()), "{what}");
+            if name.starts_with("Fdm") {
+                // (The random estimators' y-unit estimate D·u is not 0 there; the update is,
+                // multiplied by s = 0 when applied.)
+                assert_eq!(g[7], 0.0, "{what}: the frozen element's gradient");
+            }
+        }
+    }
+    Ok(())
+}
