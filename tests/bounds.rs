@@ -618,3 +618,32 @@ fn bounds_with_scales_keep_points_feasible() -> Result<()> {
     }
     Ok(())
 }
+
+/// An optimiser with Project saves and loads (Project is stateless: its name is checked), and a
+/// chain without it refuses the checkpoint.
+#[test]
+fn project_checkpoints() -> Result<()> {
+    let gpu = common::gpu();
+    let dir = std::env::temp_dir().join(format!("zograd-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join("project.safetensors");
+    let mut x = Params::from_slices(&gpu, &[&[0.5f32; 8][..]])?;
+    x.set_bounds(Bounds::scalar(0.0, 1.0))?;
+    let mut f = Checked::new(&[0.0; 8], &[1.0; 8], &[1.0; 8], &[0.0; 8], false);
+    let mut opt = Optimizer::new(&gpu, &x, MeZo::new().seed(2))?
+        .then(Lr::new(0.1))
+        .then(Project::new());
+    opt.step(&mut x, &mut f)?;
+    opt.save(&path)?;
+    let mut same = Optimizer::new(&gpu, &x, MeZo::new().seed(2))?
+        .then(Lr::new(0.1))
+        .then(Project::new());
+    same.load(&path)?;
+    assert_eq!(same.steps(), 1);
+    let mut other = Optimizer::new(&gpu, &x, MeZo::new().seed(2))?
+        .then(Lr::new(0.1))
+        .then(Lr::new(1.0));
+    assert!(other.load(&path).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
