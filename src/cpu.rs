@@ -91,6 +91,13 @@ pub fn lerp(y: &mut [f32], w: f32, x: &[f32]) {
     }
 }
 
+/// Twin of [`crate::kernels::project`]: `x ← min(max(x, lo), hi)`.
+pub fn project(x: &mut [f32], lo: &[f32], hi: &[f32]) {
+    for ((v, l), h) in x.iter_mut().zip(lo).zip(hi) {
+        *v = v.max(*l).min(*h);
+    }
+}
+
 /// Twin of [`crate::kernels::scale`]: `x *= a`.
 pub fn scale(x: &mut [f32], a: f32) {
     for v in x {

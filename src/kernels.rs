@@ -341,6 +341,20 @@ pub fn lerp(y: &mut Params, w: f32, x: &Params) -> Result<()> {
     y.launch_with(Kernel::Lerp, &[x], "x", |l| l.coef[0] = w)
 }
 
+/// `x ← clamp(x, lo, hi)` elementwise with the box bounds attached by
+/// [`Params::set_bounds`], one GPU pass ([`crate::cpu::project`] is its twin).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `x` has no bounds; device errors.
+pub fn project(x: &mut Params) -> Result<()> {
+    if !x.has_bounds() {
+        return Err(Error::invalid(
+            "x: has no bounds to project onto (attach them with Params::set_bounds)",
+        ));
+    }
+    x.project_into_bounds()
+}
+
 /// `x *= a` elementwise.
 ///
 /// # Errors

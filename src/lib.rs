@@ -3,6 +3,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod batch;
+mod bounds;
 mod error;
 pub(crate) mod gpu;
 mod mask;
@@ -24,6 +25,7 @@ pub mod testfns;
 pub mod wgsl;
 
 pub use batch::{BatchObjective, Workgroups};
+pub use bounds::Bounds;
 pub use error::{Error, Result};
 pub use gpu::context::Gpu;
 pub use objective::{Coordinate, Evaluation, LossValue, Objective};

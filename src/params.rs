@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::bounds::{Attached, Bounds};
 use crate::gpu::bind::{
     default_chunk_len, make_chunks, storage_align_elems, BindCache, Chunk, Operand,
 };
@@ -54,6 +55,8 @@ pub struct Params {
     /// Per-element scales ([`Params::set_scales`]): on the GPU, shaped like these parameters,
     /// and on the host.
     scales: Option<(Box<Params>, Vec<f32>)>,
+    /// Box bounds ([`Params::set_bounds`]): on the GPU and on the host.
+    bounds: Option<Box<Attached>>,
 }
 
 /// Per-parameter scales for [`Params::set_scales`]: positive (or zero, which freezes an
@@ -66,6 +69,32 @@ pub enum Scales {
     PerElement(Vec<f32>),
 }
 
+impl Scales {
+    /// Relative scales sᵢ = max(1, |xᵢ|) for the values `x` (global order): with them every
+    /// estimator steps by h·max(1, |xᵢ|) (the relative steps of
+    /// [`Fdm::relative_step`](crate::approx::Fdm::relative_step), for the random estimators) —
+    /// and, since x = s⊙y, the estimate and the optimiser's updates are in the relative units y
+    /// too. That is the consistent way to give a random estimator relative steps: along a
+    /// direction u, a step of h·(s⊙u) measures ∇f·(s⊙u), an unbiased estimate of s⊙∇f, not of
+    /// ∇f, and turning it back into ∇f would take one more n-sized pass and buffer (which the
+    /// fused MeZO step does not have); in y-units it needs neither.
+    ///
+    /// ```
+    /// use zograd::{Params, Scales};
+    /// # fn main() -> zograd::Result<()> {
+    /// let gpu = zograd::Gpu::new()?;
+    /// let start = [2.0e4f32, -0.5, 300.0];
+    /// let mut x = Params::from_slices(&gpu, &[&start[..]])?;
+    /// x.set_scales(Scales::relative(&start))?;
+    /// assert_eq!(x.scales(), Some(&[2.0e4f32, 1.0, 300.0][..]));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn relative(x: &[f32]) -> Self {
+        Self::PerElement(x.iter().map(|v| v.abs().max(1.0)).collect())
+    }
+}
+
 impl fmt::Debug for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Params")
@@ -74,6 +103,7 @@ impl fmt::Debug for Params {
             .field("buffer_starts", &self.starts)
             .field("chunks", &self.chunks.len())
             .field("scaled", &self.scales.is_some())
+            .field("bounded", &self.bounds.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -268,6 +298,7 @@ impl Params {
             _owned: owned,
             bind_cache: Mutex::new(bind_cache),
             scales: None,
+            bounds: None,
         })
     }
 
@@ -478,11 +509,15 @@ impl Params {
     }
 
     /// Bytes of the GPU buffers zograd created for these parameters (adopted ones excluded;
-    /// the scales' buffer included).
+    /// the scales' and bounds' buffers included).
     #[must_use]
     pub fn owned_bytes(&self) -> u64 {
         let scales = self.scales.as_ref().map_or(0, |(s, _)| s.owned_bytes());
-        self._owned.iter().map(|b| b.size()).sum::<u64>() + scales
+        let bounds = self
+            .bounds
+            .as_ref()
+            .map_or(0, |b| b.lo.owned_bytes() + b.hi.owned_bytes());
+        self._owned.iter().map(|b| b.size()).sum::<u64>() + scales + bounds
     }
 
     /// Gives the parameters per-element scales s (a diagonal preconditioner): from now on the
@@ -581,6 +616,101 @@ impl Params {
     #[must_use]
     pub fn has_scales(&self) -> bool {
         self.scales.is_some()
+    }
+
+    /// Attaches box bounds lo ≤ x ≤ hi (x's physical units, also with
+    /// [`set_scales`](Params::set_scales)); they replace any bounds set before. They live in two
+    /// more zograd buffers shaped like x (2·`len()` floats, counted in
+    /// [`owned_bytes`](Params::owned_bytes)) and on the host. x itself is not changed: project it
+    /// with [`kernels::project`](crate::kernels::project) or the optimiser module
+    /// [`Project`](crate::optim::Project).
+    ///
+    /// With bounds attached:
+    /// - [`Project`](crate::optim::Project) clamps x into the box after every update (a GPU
+    ///   kernel), on the fused MeZO path too.
+    /// - [`Fdm`](crate::approx::Fdm) never evaluates outside the box: an element whose points
+    ///   would leave it uses the formula's one-sided partner
+    ///   ([`Formula::one_sided`](crate::approx::Formula::one_sided): Central → Forward3,
+    ///   Central4 → Forward5; mirrored to point away from the near bound), and when
+    ///   neither side has room for the step, the side with more room and a shrunk step (scipy's
+    ///   `approx_derivative`). An element with lo = hi gets the gradient 0 and no evaluation.
+    /// - The random estimators keep every point x + k·h·u in the box. Each sample's step is
+    ///   shrunk to h_s = r_s·h with r_s = min(1, min_i room_i/(k·|u_i|)) (room: the distance to
+    ///   the bound on the side the point moves to, in y-units), computed on the host after one
+    ///   download of x per call: for Rademacher and Uniform directions from |u_i| ≤ 1 or √3
+    ///   whichever side each element moves to (one pass over x, the same r for every sample;
+    ///   Uniform's step up to √3 shorter than needed), for Gaussian, Sphere and stored
+    ///   directions from each direction regenerated by the CPU twin (O(n·S) host work). A
+    ///   shrunk step is exact geometry — the estimate stays unbiased on linear functions and
+    ///   only the O(h_sᵖ) truncation changes — but for Gaussian directions r_s depends on u_s,
+    ///   so on curved functions the weighting of directions changes slightly. When a sample would
+    ///   need r_s < 0.1 (an element on or next to its bound: Project puts elements exactly
+    ///   there), the call instead projects every point onto the box, x ← clamp(x₀ + k·h·u), and
+    ///   restores x by copy (one saved copy of x, n floats, as `exact_restore(true)`): the
+    ///   elements clipped at a bound contribute (h + roomᵢ)/(2h) ≤ 1 of their central
+    ///   difference, a bias towards 0 of those gradient components (none elsewhere). Gaussian
+    ///   and Sphere directions work the same way (their larger |uᵢ| only shrink h more often).
+    ///   Objectives that batch ([`loss_batch`](crate::Objective::loss_batch)) are evaluated
+    ///   point by point while points are projected.
+    /// - x itself must lie in the box when an estimator is called
+    ///   ([`Error::InvalidArgument`] naming the element otherwise).
+    ///
+    /// Not covered: the trial points of [`Backtracking`](crate::optim::Backtracking) and the
+    /// shifted points of [`NewtonCg`](crate::optim::NewtonCg) are not projected.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (message starting with `bounds:`) for a count that does not
+    /// match the buffers (`PerBuffer`) or elements (`PerElement`), a NaN bound, or lo > hi.
+    pub fn set_bounds(&mut self, bounds: Bounds) -> Result<()> {
+        let (host_lo, host_hi) = bounds.expand(&self.lens, self.len)?;
+        let mut lo = self.zeros_like()?;
+        lo.write(&host_lo)?;
+        let mut hi = self.zeros_like()?;
+        hi.write(&host_hi)?;
+        self.bounds = Some(Box::new(Attached {
+            lo,
+            hi,
+            host_lo,
+            host_hi,
+        }));
+        Ok(())
+    }
+
+    /// Removes the bounds of [`Params::set_bounds`].
+    pub fn clear_bounds(&mut self) {
+        self.bounds = None;
+    }
+
+    /// The bounds of [`Params::set_bounds`] per element in global order, `(lo, hi)`, if set.
+    #[must_use]
+    pub fn bounds(&self) -> Option<(&[f32], &[f32])> {
+        self.bounds
+            .as_ref()
+            .map(|b| (b.host_lo.as_slice(), b.host_hi.as_slice()))
+    }
+
+    /// Whether [`Params::set_bounds`] gave these parameters bounds.
+    #[must_use]
+    pub fn has_bounds(&self) -> bool {
+        self.bounds.is_some()
+    }
+
+    pub(crate) fn attached_bounds(&self) -> Option<&Attached> {
+        self.bounds.as_deref()
+    }
+
+    /// x ← clamp(x, lo, hi) with the attached bounds, one GPU pass (nothing without bounds).
+    pub(crate) fn project_into_bounds(&mut self) -> Result<()> {
+        let Some(b) = &self.bounds else {
+            return Ok(());
+        };
+        lock(&self.bind_cache).launch_with(
+            &self.gpu,
+            Kernel::Project,
+            self.operand(),
+            &[b.lo.operand(), b.hi.operand()],
+            &|_| {},
+        )
     }
 
     /// These buffers and their chunking, as the launch code sees them.

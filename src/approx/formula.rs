@@ -75,6 +75,11 @@ struct Stencil {
     f0_weight: i32,
     denominator: i32,
     order: u32,
+    /// The root r of the automatic step h = ε^(1/r) ([`Formula::auto_h`]): order + 1.
+    auto_h_root: u32,
+    /// The formula of the same order whose points lie on one side of x (itself for one-sided
+    /// formulas), used by `Fdm` next to a bound; mirrored (h → −h) for the other side.
+    one_sided: Formula,
 }
 
 /// THE coefficient table: every estimator takes its offsets and weights from here.
@@ -87,6 +92,8 @@ const TABLE: [Stencil; 8] = [
         f0_weight: -1,
         denominator: 1,
         order: 1,
+        auto_h_root: 2,
+        one_sided: Formula::Forward,
     },
     Stencil {
         formula: Formula::Backward,
@@ -96,6 +103,8 @@ const TABLE: [Stencil; 8] = [
         f0_weight: 1,
         denominator: 1,
         order: 1,
+        auto_h_root: 2,
+        one_sided: Formula::Backward,
     },
     Stencil {
         formula: Formula::Central,
@@ -105,6 +114,8 @@ const TABLE: [Stencil; 8] = [
         f0_weight: 0,
         denominator: 2,
         order: 2,
+        auto_h_root: 3,
+        one_sided: Formula::Forward3,
     },
     Stencil {
         formula: Formula::Forward3,
@@ -114,6 +125,8 @@ const TABLE: [Stencil; 8] = [
         f0_weight: -3,
         denominator: 2,
         order: 2,
+        auto_h_root: 3,
+        one_sided: Formula::Forward3,
     },
     Stencil {
         formula: Formula::Backward3,
@@ -123,6 +136,8 @@ const TABLE: [Stencil; 8] = [
         f0_weight: 3,
         denominator: 2,
         order: 2,
+        auto_h_root: 3,
+        one_sided: Formula::Backward3,
     },
     Stencil {
         formula: Formula::Central4,
@@ -132,6 +147,8 @@ const TABLE: [Stencil; 8] = [
         f0_weight: 0,
         denominator: 12,
         order: 4,
+        auto_h_root: 5,
+        one_sided: Formula::Forward5,
     },
     Stencil {
         formula: Formula::Forward4,
@@ -141,6 +158,8 @@ const TABLE: [Stencil; 8] = [
         f0_weight: -11,
         denominator: 6,
         order: 3,
+        auto_h_root: 4,
+        one_sided: Formula::Forward4,
     },
     Stencil {
         formula: Formula::Forward5,
@@ -150,6 +169,8 @@ const TABLE: [Stencil; 8] = [
         f0_weight: -25,
         denominator: 12,
         order: 4,
+        auto_h_root: 5,
+        one_sided: Formula::Forward5,
     },
 ];
 
@@ -213,6 +234,42 @@ impl Formula {
     #[must_use]
     pub fn order(self) -> u32 {
         self.stencil().order
+    }
+
+    /// The automatic finite-difference step of this formula for f32 arithmetic,
+    /// h* = ε^(1/(p+1)) with ε = [`f32::EPSILON`] = 2⁻²³ and p the [`order`](Formula::order)
+    /// (the root p + 1 is a column of the formula table):
+    ///
+    /// | formulas | p | h* |
+    /// |---|---|---|
+    /// | Forward, Backward | 1 | √ε ≈ 3.45e-4 |
+    /// | Central, Forward3, Backward3 | 2 | ∛ε ≈ 4.92e-3 |
+    /// | Forward4 | 3 | ε^(1/4) ≈ 1.86e-2 |
+    /// | Central4, Forward5 | 4 | ε^(1/5) ≈ 4.12e-2 |
+    ///
+    /// Why: the estimate's error is the truncation C·hᵖ (C ∝ |f⁽ᵖ⁺¹⁾|) plus the rounding of the
+    /// loss values, ≈ ε·|f|/h; their sum is smallest where the two balance, at
+    /// h* ∝ (ε·|f|/|f⁽ᵖ⁺¹⁾|)^(1/(p+1)), i.e. ε^(1/(p+1)) for a function whose value and derivatives
+    /// are of the size of x's scale (Nocedal & Wright §8.1; scipy's `approx_derivative` uses the
+    /// same exponents with f64's ε). Meant together with relative steps
+    /// (`Fdm::relative_step`), which supply the scale max(1, |xᵢ|).
+    #[must_use]
+    pub fn auto_h(self) -> f32 {
+        f64::from(f32::EPSILON).powf(1.0 / f64::from(self.stencil().auto_h_root)) as f32
+    }
+
+    /// The root r of [`auto_h`](Formula::auto_h) = ε^(1/r) (r = order + 1).
+    #[must_use]
+    pub fn auto_h_root(self) -> u32 {
+        self.stencil().auto_h_root
+    }
+
+    /// The formula of the same order whose points all lie on one side of x, forward (offsets
+    /// ≥ 0): Central → Forward3, Central4 → Forward5, a one-sided formula itself. `Fdm` uses it
+    /// next to a bound, mirrored (every offset and h negated) for the backward side.
+    #[must_use]
+    pub fn one_sided(self) -> Formula {
+        self.stencil().one_sided
     }
 
     /// Whether the formula evaluates f₀ = f(x) (then `loss` is known).
@@ -322,6 +379,24 @@ mod tests {
             let first: i32 = s.offsets.iter().zip(s.weights).map(|(k, w)| k * w).sum();
             assert_eq!(first, s.denominator, "{f}");
         }
+    }
+
+    #[test]
+    fn auto_h_roots_and_one_sided_partners_follow_the_order() {
+        for f in Formula::ALL {
+            assert_eq!(f.auto_h_root(), f.order() + 1, "{f}");
+            let o = f.one_sided();
+            assert_eq!(o.order(), f.order(), "{f}");
+            let (lo, hi) = (o.offsets().iter().min(), o.offsets().iter().max());
+            assert!(
+                lo.is_some_and(|k| *k >= 0) || hi.is_some_and(|k| *k <= 0),
+                "{f}"
+            );
+        }
+        // ε^(1/2), ε^(1/3), ε^(1/5) of f32 (scipy's exponents).
+        assert!((Formula::Forward.auto_h() - 3.4527e-4).abs() < 1e-7);
+        assert!((Formula::Central.auto_h() - 4.9216e-3).abs() < 1e-6);
+        assert!((Formula::Central4.auto_h() - 4.1235e-2).abs() < 1e-5);
     }
 
     #[test]

@@ -66,8 +66,9 @@ impl Default for MeZo {
 }
 
 /// The estimate, the gradient's terms `(sample, D_s/S)`, and where x was left along the last
-/// sample (0 when restored).
-type Terms = (Estimate, Vec<(u32, f32)>, i32);
+/// sample (0 when restored) in units of that sample's step (h, or less when shrunk to keep its
+/// points inside the parameters' bounds).
+type Terms = (Estimate, Vec<(u32, f32)>, i32, f32);
 
 impl MeZo {
     /// torchzero's defaults: h = 1e-3, one sample, Central, Rademacher, seed 0.
@@ -111,7 +112,7 @@ impl MeZo {
         loss: Option<f32>,
     ) -> Result<(Estimate, Vec<(u32, f32)>)> {
         let mut call = Call::new(gpu, params, objective, loss);
-        let (estimate, terms, _) = self.sample_terms(&mut call, None, false)?;
+        let (estimate, terms, _, _) = self.sample_terms(&mut call, None, false)?;
         Ok((estimate, terms))
     }
 
@@ -131,7 +132,7 @@ impl MeZo {
             .collect();
         let diffs = evaluate(&self.set, &mut self.saved, &plans, call, keep_last)?;
         let terms = self.terms(&dirs, &diffs.derivatives);
-        Ok((diffs.estimate, terms, diffs.left_at))
+        Ok((diffs.estimate, terms, diffs.left_at, diffs.left_unit))
     }
 
     /// The fused MeZO step of [`Kind::fused_step`].
@@ -141,8 +142,7 @@ impl MeZo {
                 "a, alpha: the fused update's factors must be finite, got {a} and {alpha}"
             )));
         }
-        let (estimate, mut terms, left_at) = self.sample_terms(&mut call, None, true)?;
-        let h = self.set.h;
+        let (estimate, mut terms, left_at, h) = self.sample_terms(&mut call, None, true)?;
         let last = terms.len() - 1;
         let last_dir = self.direction_of(terms[last].0);
         // x = x₀ + left_at·h·z_last now: a·x₀ = a·x − a·left_at·h·z_last. Until the update has
@@ -173,7 +173,7 @@ impl Kind for MeZoKind {
     const NAME: &'static str = "MeZo";
 
     fn run(s: &mut Sampler<Self>, mut call: Call<'_>, grad: &mut Params) -> Result<Estimate> {
-        let (estimate, terms, _) = s.sample_terms(&mut call, Some(grad), false)?;
+        let (estimate, terms, _, _) = s.sample_terms(&mut call, Some(grad), false)?;
         s.write(grad, &terms)?;
         Ok(estimate)
     }

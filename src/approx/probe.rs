@@ -77,6 +77,8 @@ pub(crate) struct Differences {
     /// With `keep_last`, where x was left along the last sample's direction:
     /// x = x₀ + left_at·unit·u_last (0 when x is at home).
     pub left_at: i32,
+    /// The `unit` of the last sample (h, unless shrunk to keep its points inside bounds).
+    pub left_unit: f32,
 }
 
 /// Evaluates the settings' formula along every sample (in place, or through `loss_batch` when
@@ -86,6 +88,13 @@ pub(crate) struct Differences {
 /// `saved` (exact restore) must hold a copy of `params` on entry when given. With `keep_last`
 /// and in-place restoration, x is left displaced along the last sample after its last
 /// evaluation (on success only) and [`Differences::left_at`] says where.
+///
+/// With `project` (box bounds, `Params::set_bounds`; `saved` is then given), every point is made
+/// from x₀ by copy, moved and clamped into the box: x ← clamp(x₀ + k·unit·u, lo, hi), in place.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the engine's inputs; grouping them would only move the list"
+)]
 pub(crate) fn differences(
     set: &Settings,
     samples: &[Sample<'_>],
@@ -94,6 +103,7 @@ pub(crate) fn differences(
     objective: &mut dyn Objective,
     known_f0: Option<f32>,
     keep_last: bool,
+    project: bool,
 ) -> Result<Differences> {
     let (formula, allow) = (set.formula, set.allow_non_finite);
     let offsets = formula.offsets();
@@ -113,6 +123,7 @@ pub(crate) fn differences(
         _ => None,
     };
     let batched = objective.has_batch()
+        && !project
         && !params.has_scales()
         && samples.iter().all(|s| matches!(s.along, Along::Philox(..)))
         && mask.is_some_and(|m| objective.batches_mask(m));
@@ -172,7 +183,20 @@ pub(crate) fn differences(
             }
             let mut row = Vec::with_capacity(offsets.len());
             for (j, &k) in offsets.iter().enumerate() {
-                if k != at {
+                if k != at && project {
+                    // clamp(x₀ + k·unit·u): from x₀ (the saved copy), moved, projected.
+                    let saved = saved.ok_or_else(|| {
+                        crate::Error::invalid(
+                            "bounds: projected points need the saved copy (internal)",
+                        )
+                    })?;
+                    if at != 0 {
+                        guard.home()?;
+                    }
+                    guard.away(sample.along.by(k as f32 * sample.unit), Move::Copy(saved))?;
+                    guard.params().project_into_bounds()?;
+                    at = k;
+                } else if k != at {
                     // x₀ + k·unit·u, undone by the saved copy or by −k·unit·u in one move.
                     let back = match saved {
                         Some(saved) => Move::Copy(saved),
@@ -213,6 +237,7 @@ pub(crate) fn differences(
         },
         derivatives,
         left_at,
+        left_unit: samples.last().map_or(set.h, |s| s.unit),
     })
 }
 

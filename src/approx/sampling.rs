@@ -10,10 +10,11 @@
 
 use std::sync::Arc;
 
-use super::probe::{differences, Differences, Sample};
+use super::probe::{differences, Along, Differences, Sample};
 use super::{
     check_buffers, check_h, check_samples, Estimate, Formula, GradApproximator, Objective, Target,
 };
+use crate::bounds::{self, Fit};
 use crate::checkpoint::{difference, State};
 use crate::gpu::magnitude::MagnitudeBuffers;
 use crate::kernels::{self, fill, Direction, Mask};
@@ -50,6 +51,10 @@ pub(crate) struct Settings {
 ///
 /// Directions: sample s of step t is the Philox stream (seed, t, s); with `pre_generate(false)`
 /// the c-th call of a step uses samples c·S … c·S + S − 1 instead of 0 … S − 1.
+///
+/// Box bounds on the parameters ([`Params::set_bounds`]) keep every evaluated point in the box
+/// (a shrunk step per sample, or projected points next to a bound; see there). Relative steps
+/// h·max(1, |xᵢ|) come from relative scales ([`Scales::relative`](crate::Scales::relative)).
 #[derive(Debug)]
 pub struct Sampler<K> {
     pub(super) set: Settings,
@@ -608,7 +613,10 @@ fn config_of<K: Kind>(s: &Sampler<K>) -> serde_json::Value {
 }
 
 /// Evaluates the settings' formula along `plans` with their restore policy (one saved copy in
-/// `saved`, or in place); see [`differences`].
+/// `saved`, or in place); see [`differences`]. With box bounds on the parameters
+/// (`Params::set_bounds`), each sample's step is first shrunk so that its points stay in the box,
+/// or, when that would take a step below a tenth of the asked one, every point is projected onto
+/// the box and x restored by copy (the saved copy is then made whatever `exact_restore` says).
 pub(super) fn evaluate(
     set: &Settings,
     saved: &mut Option<Params>,
@@ -616,16 +624,49 @@ pub(super) fn evaluate(
     call: &mut Call<'_>,
     keep_last: bool,
 ) -> Result<Differences> {
-    let saved = saved_copy(set.exact_restore, saved, call.params)?;
+    let directions: Vec<(bounds::Along<'_>, f32)> = plans
+        .iter()
+        .map(|s| {
+            let along = match s.along {
+                Along::Philox(d, mask) => bounds::Along::Philox(d, mask),
+                Along::Stored(v) => bounds::Along::Stored(v),
+            };
+            (along, s.unit)
+        })
+        .collect();
+    let fit = bounds::fit(call.params, set.formula.offsets(), &directions)?;
+    let mut fitted = plans.to_vec();
+    let project = match fit {
+        Some(Fit::Project) => true,
+        Some(Fit::Shrink(ratios)) => {
+            for (s, r) in fitted.iter_mut().zip(ratios) {
+                if r < 1.0 {
+                    // Points at r·unit: D from the combination over h is 1/r too small.
+                    s.unit = (f64::from(s.unit) * r) as f32;
+                    s.post /= r;
+                }
+            }
+            false
+        }
+        None => false,
+    };
+    let saved = if set.exact_restore || project || !call.params.has_bounds() {
+        saved_copy(set.exact_restore || project, saved, call.params)?
+    } else {
+        // In place, but keep the copy of earlier projected calls: with bounds a later call may
+        // project again, and the copy is not reallocated every time.
+        None
+    };
     let (params, objective) = (&mut *call.params, &mut *call.objective);
     differences(
         set,
-        plans,
+        &fitted,
         params,
         saved,
         objective,
         call.known_f0,
         keep_last,
+        project,
     )
 }
 

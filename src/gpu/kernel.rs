@@ -58,6 +58,8 @@ pub(crate) enum Kernel {
     AccumulateQuadBits,
     ScaleAccumulateRademacherBits,
     ScaleAccumulateQuadBits,
+    /// `x ← clamp(x, lo, hi)`: the box bounds of `Params::set_bounds`.
+    Project,
 }
 
 /// The binding shapes: a dynamic-offset uniform at binding 0, then one read-write storage
@@ -155,8 +157,9 @@ const fn row(
 /// (`DOT_PER_THREAD` in `shaders/reduce.wgsl`), quad kernels 256 blocks of 4, elementwise
 /// kernels and the sphere norms 1024 elements. The masked rows (sparse directions) and `_bits` rows
 /// (magnitude mask) share the shapes of the rows they mask; the magnitude histogram covers 256
-/// elements per workgroup, the mask bits 8192 (256 threads × one 32-bit word).
-pub(crate) const KERNELS: [KernelSpec; 39] = {
+/// elements per workgroup, the mask bits 8192 (256 threads × one 32-bit word); the projection
+/// onto the bounds 1024 elements.
+pub(crate) const KERNELS: [KernelSpec; 40] = {
     use Family as F;
     use Kernel as K;
     use LayoutKind as L;
@@ -450,6 +453,7 @@ pub(crate) const KERNELS: [KernelSpec; 39] = {
                 4,
             )
         },
+        row(K::Project, F::Bounds, "project", L::Three, 1024, 1),
     ]
 };
 

@@ -16,6 +16,8 @@ pub(crate) const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgs
 pub(crate) const OPTIM: &str = include_str!("../../shaders/optim.wgsl");
 /// `shaders/reduce.wgsl`: partial sums of squares (sphere norms, norms, dot products).
 pub(crate) const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// `shaders/bounds.wgsl`: the projection onto box bounds.
+pub(crate) const BOUNDS: &str = include_str!("../../shaders/bounds.wgsl");
 /// `shaders/batch.wgsl`: the batch interface (bind group 1) of a `BatchObjective`'s shader.
 pub(crate) const BATCH: &str = include_str!("../../shaders/batch.wgsl");
 /// `shaders/testfns.wgsl`: the passes of `zograd::testfns` (after `PHILOX` and `BATCH`).
@@ -32,18 +34,21 @@ pub(crate) enum Family {
     Reduce,
     /// The magnitude mask of sparse directions: histogram and bits.
     Mask,
+    /// Box bounds: the projection x ← clamp(x, lo, hi).
+    Bounds,
 }
 
 impl Family {
     /// Every family, for validation tests.
     #[cfg(test)]
-    pub(crate) const ALL: [Family; 6] = [
+    pub(crate) const ALL: [Family; 7] = [
         Family::Perturb,
         Family::Accumulate,
         Family::Elementwise,
         Family::Optim,
         Family::Reduce,
         Family::Mask,
+        Family::Bounds,
     ];
 
     /// The complete WGSL source of the family's module.
@@ -55,6 +60,7 @@ impl Family {
             Family::Optim => (false, OPTIM),
             Family::Reduce => (true, REDUCE),
             Family::Mask => (false, MASK),
+            Family::Bounds => (false, BOUNDS),
         };
         let mut src = String::with_capacity(PHILOX.len() + COMMON.len() + body.len() + 2);
         if needs_philox {
@@ -76,6 +82,7 @@ impl Family {
             Family::Optim => "zograd::optim",
             Family::Reduce => "zograd::reduce",
             Family::Mask => "zograd::mask",
+            Family::Bounds => "zograd::bounds",
         }
     }
 }

@@ -53,7 +53,8 @@
 //! [`GradApproximator::fused_step`]: [`MeZo`](crate::approx::MeZo)) and every module is [`Lr`]
 //! or [`WeightDecay`], the last restore of the parameters and the update are one kernel,
 //! `x ← (1 − β)·x − α·ĝ` with ĝ regenerated from the seeds, and no gradient buffer exists:
-//! [`Optimizer::state_bytes`] is 0.
+//! [`Optimizer::state_bytes`] is 0. [`Project`] (box bounds) keeps the chain fused: it clamps x
+//! right after the fused update.
 
 mod average;
 mod backtracking;
@@ -61,6 +62,7 @@ mod blocking;
 mod checkpoint;
 mod modules;
 mod newton_cg;
+mod project;
 mod run;
 mod schedule;
 
@@ -69,6 +71,7 @@ pub use backtracking::Backtracking;
 pub use blocking::Blocking;
 pub use modules::{Adam, ClipNorm, EmaInit, HeavyBall, Lr, Sign, WeightDecay};
 pub use newton_cg::{Hvp, NewtonCg};
+pub use project::Project;
 pub use run::{Control, Run, Stop, Summary};
 
 use std::fmt;
@@ -142,6 +145,27 @@ pub trait Transform: Send + fmt::Debug + std::any::Any {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the hyper-parameter and its value.
     fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checks the module's requirements on the parameters (called at every step, before
+    /// anything is evaluated; default: none). [`Project`] needs bounds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming what the parameters lack.
+    fn check_params(&self, params: &Params) -> Result<()> {
+        let _ = params;
+        Ok(())
+    }
+
+    /// Acts on the parameters after the optimiser applied the update (`x ← x − update`, or the
+    /// fused MeZO step), for every module in chain order; default: nothing. [`Project`] clamps x
+    /// into its bounds here.
+    ///
+    /// # Errors
+    /// Device errors (the step then fails with x already updated).
+    fn after_update(&mut self, params: &mut Params) -> Result<()> {
+        let _ = params;
         Ok(())
     }
 
@@ -419,8 +443,8 @@ impl Optimizer {
             + self.approximator.state_bytes()
     }
 
-    /// The fused step's (β, α) when every module is [`Lr`] or [`WeightDecay`] and the
-    /// approximator can fuse: the chain maps u = g to u = α·g + β·x.
+    /// The fused step's (β, α) when every module is [`Lr`], [`WeightDecay`] or [`Project`]
+    /// (whose fusion is the identity) and the approximator can fuse: the chain maps u = g to u = α·g + β·x.
     fn fusion(&self) -> Option<(f32, f32)> {
         if !self.fuse || !self.approximator.can_fuse() {
             return None;
@@ -472,6 +496,7 @@ impl Optimizer {
         }
         for m in &self.modules {
             m.validate()?;
+            m.check_params(params)?;
             if m.needs_oracle() && target != Target::Closure {
                 return Err(Error::invalid(format!(
                     "target: {} calls the approximator at other points and needs Target::Closure, \
@@ -566,6 +591,9 @@ impl Optimizer {
                 est.loss_approx = measured;
             }
             let evaluations = est.evaluations.saturating_add(counted);
+            for m in &mut self.modules {
+                m.after_update(params)?;
+            }
             let mut rep = report(&est, measured.or(est.loss), evaluations, step);
             self.decide(params, objective, &mut rep)?;
             return Ok(rep);
@@ -625,6 +653,9 @@ impl Optimizer {
         }
         let (loss, evaluations) = (ctx.loss, ctx.evaluations);
         axpy(ctx.params, -1.0, ctx.update)?;
+        for m in &mut self.modules {
+            m.after_update(params)?;
+        }
         let mut rep = report(&est, loss, evaluations, step);
         self.decide(params, objective, &mut rep)?;
         Ok(rep)
