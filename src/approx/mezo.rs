@@ -159,7 +159,8 @@ impl MeZo {
             }
             *c = coeff as f32;
         }
-        self.scale_accumulate(guard.params(), a, &terms)?;
+        // Left pending (`gpu/pending.rs`): it joins the next evaluation's submission.
+        crate::gpu::pending::defer(|| self.scale_accumulate(guard.params(), a, &terms))?;
         guard.keep();
         Ok(estimate)
     }

@@ -11,6 +11,7 @@ pub(crate) mod buffers;
 pub(crate) mod context;
 pub(crate) mod kernel;
 pub(crate) mod launch;
+pub(crate) mod pending;
 pub(crate) mod pipelines;
 pub(crate) mod program;
 pub(crate) mod readback;
