@@ -19,6 +19,12 @@ use crate::{Error, Params, Result};
 /// - [`jvp`](Objective::jvp): the exact directional derivative ∇f(x)·z, for
 ///   [`ForwardGradient`](crate::approx::ForwardGradient) with [`Jvp::User`](crate::approx::Jvp).
 ///
+/// zograd records its moves of the parameters and submits them with the next evaluation of its
+/// own objectives ([`ShaderObjective`](crate::ShaderObjective),
+/// [`BatchObjective`](crate::BatchObjective)); before calling any other objective it submits
+/// them ([`Gpu::flush`](crate::Gpu::flush)), so the work an objective of yours submits sees the
+/// parameters where the estimator put them.
+///
 /// # Example
 /// ```
 /// use zograd::{approx::{GradApproximator, Spsa}, Objective, Params};
@@ -147,7 +153,7 @@ impl dyn Objective + '_ {
         if self.zograd_own(sealed::Own) {
             Ok(())
         } else {
-            params.gpu().flush()
+            params.gpu().flush_in_scope()
         }
     }
 

@@ -253,6 +253,18 @@ impl Gpu {
     }
 }
 
+impl Gpu {
+    /// [`Gpu::flush`] for a caller already inside an error scope (the objective-call helpers):
+    /// no second device poll and scope push.
+    pub(crate) fn flush_in_scope(&self) -> Result<()> {
+        let mut p = self.pending();
+        if p.has_work() {
+            self.submit_pending(&mut p, None)?;
+        }
+        Ok(())
+    }
+}
+
 /// Records one compute pass: `pipeline`, then per dispatch its bind group at group 0 with the
 /// dynamic offset, and the grid.
 fn encode_pass(
