@@ -74,6 +74,10 @@ pub trait Objective {
             guard.finish()?;
             out.push(value?);
         }
+        if !self.zograd_own(sealed::Own) {
+            // The last restore, before the caller's own work.
+            params.gpu().flush()?;
+        }
         Ok(out)
     }
 

@@ -136,6 +136,7 @@ pub(crate) fn saved_copy<'a>(
         return Ok(None);
     }
     let saved = ensure_like(slot, params)?;
-    copy(saved, params)?;
+    // Left pending like the moves: it joins the next evaluation's submission.
+    crate::gpu::pending::defer(|| copy(saved, params))?;
     Ok(Some(saved))
 }

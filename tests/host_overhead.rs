@@ -160,8 +160,9 @@ fn optimiser_steps_create_nothing_and_wait_once_per_readback() {
 
     // (name, optimiser, batched objective?, loss evaluations per step, readbacks per step,
     // submissions per step at most: a closure's own work one each, the pending perturbation
-    // submitted before each closure call, every other kernel one; a BatchObjective's dispatch,
-    // its readback and the pending launches together one)
+    // submitted before each closure call, the update at the end of the step (the caller may
+    // evaluate the closure next), every other kernel one; a BatchObjective's dispatch, its
+    // readback and the pending launches together one)
     let cases: Vec<(&str, Optimizer, bool, u32, u32, u32)> = vec![
         (
             "MeZo fused, closure",
@@ -171,7 +172,7 @@ fn optimiser_steps_create_nothing_and_wait_once_per_readback() {
             false,
             2,
             2,
-            4,
+            5,
         ),
         (
             "MeZo fused, BatchObjective",
@@ -338,6 +339,21 @@ fn shader_objective_mezo_step_submissions() {
     assert_ne!(xs, data, "the steps moved x");
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&xs), bits(&ys), "recorded vs submitted one by one");
+
+    // With exact_restore: the saved copy of x and the restore by copy are recorded too.
+    let mut exact = Optimizer::new(&gpu, &x, MeZo::new().seed(2).exact_restore(true))
+        .unwrap()
+        .then(Lr::new(1e-3));
+    for _ in 0..2 {
+        exact.step(&mut x, &mut loss).unwrap();
+    }
+    let m = count(|| {
+        for _ in 0..steps {
+            exact.step(&mut x, &mut loss).unwrap();
+        }
+    });
+    assert_nothing_created(&m, "MeZo fused exact, ShaderObjective");
+    assert_eq!(get(&m, "submit"), 2 * steps, "exact_restore: {m:?}");
 }
 
 /// An objective of the user's that evaluates zograd's `ShaderObjective` (zograd submits its
@@ -432,9 +448,9 @@ fn recording_closures_submit_once_per_evaluation() {
         assert_eq!(get(&m, "poll_wait"), evals, "{name}: {m:?}");
     }
     // In a fused MeZO step (perturb, f₊, perturb, f₋, update): the two evaluations are one
-    // submission each, and the pending perturbation is submitted before each closure call (the
-    // closure may submit its own work, which must see it): four submissions; the update joins
-    // the next step's first.
+    // submission each, the pending perturbation is submitted before each closure call (the
+    // closure may submit its own work, which must see it) and the update at the end of the
+    // step (the caller may evaluate the closure next): five submissions.
     let mut opt = Optimizer::new(&gpu, &x, MeZo::new().seed(1))
         .unwrap()
         .then(Lr::new(1e-3));
@@ -448,7 +464,7 @@ fn recording_closures_submit_once_per_evaluation() {
         }
     });
     assert_nothing_created(&m, "MeZo fused, recording closure");
-    assert_eq!(get(&m, "submit"), 4 * steps, "{m:?}");
+    assert_eq!(get(&m, "submit"), 5 * steps, "{m:?}");
     assert_eq!(get(&m, "poll_wait"), 2 * steps, "{m:?}");
 }
 

@@ -172,3 +172,58 @@ fn writes_and_the_users_own_work_come_after_the_pending_update() {
     // Nothing pending: flush is free and fine.
     gpu.flush().unwrap();
 }
+
+/// With an objective that is not zograd's own (a closure), nothing stays pending when a call
+/// returns: the caller may evaluate the closure itself next, and its own submissions must see
+/// the parameters as zograd left them — after `Optimizer::step` (the fused update) and after
+/// `MeZo::estimate_terms` (the restore), without `Gpu::flush`.
+#[test]
+fn nothing_stays_pending_after_a_call_with_a_closure() {
+    let gpu = common::gpu();
+    let x0 = common::data(9, 256);
+    let mut x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
+    let user = Sumsq::new(&gpu, &x);
+    // The user's own copy of x, submitted by the user.
+    let copy = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("user copy"),
+        size: 256 * 4,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let own_copy = |x: &Params| {
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&x.buffers()[0], 0, &copy, 0, 256 * 4);
+        gpu.queue().submit([encoder.finish()]);
+        gpu.read_f32s(&copy, 0, 256).unwrap()
+    };
+    let mut closure = |_p: &Params| -> zograd::Result<f32> {
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&user.pipeline);
+            pass.set_bind_group(0, &user.good, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        gpu.read_f32_after(encoder, &user.out, 0)
+    };
+    let mut opt = Optimizer::new(&gpu, &x, MeZo::new().seed(6))
+        .unwrap()
+        .then(Lr::new(1e-2));
+    opt.step(&mut x, &mut closure).unwrap();
+    let seen = own_copy(&x);
+    assert_ne!(seen, x0, "the step moved x");
+    assert_eq!(seen, x.to_vec().unwrap(), "after Optimizer::step");
+
+    let before = x.to_vec().unwrap();
+    let mut mezo = MeZo::new().h(1e-2).seed(6);
+    zograd::approx::GradApproximator::pre_step(&mut mezo);
+    mezo.estimate_terms(&gpu, &mut x, &mut closure, None)
+        .unwrap();
+    let seen = own_copy(&x);
+    for (i, (a, b)) in seen.iter().zip(&before).enumerate() {
+        assert!(
+            (a - b).abs() <= in_place_bound(*b),
+            "after estimate_terms: x[{i}] = {a}, was {b}"
+        );
+    }
+}

@@ -162,6 +162,10 @@ impl MeZo {
         // Left pending (`gpu/pending.rs`): it joins the next evaluation's submission.
         crate::gpu::pending::defer(|| self.scale_accumulate(guard.params(), a, &terms))?;
         guard.keep();
+        if !call.objective.zograd_own(crate::objective::sealed::Own) {
+            // Only zograd's own objectives let the update join the next evaluation.
+            call.gpu.flush()?;
+        }
         Ok(estimate)
     }
 }

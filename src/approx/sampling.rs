@@ -411,7 +411,7 @@ pub(super) fn evaluate(
 ) -> Result<Differences> {
     let saved = saved_copy(set.exact_restore, saved, call.params)?;
     let (params, objective) = (&mut *call.params, &mut *call.objective);
-    differences(
+    let found = differences(
         set,
         plans,
         params,
@@ -419,7 +419,13 @@ pub(super) fn evaluate(
         objective,
         call.known_f0,
         keep_last,
-    )
+    )?;
+    // The restore may be pending (`gpu/pending.rs`): submitted now for an objective that is not
+    // zograd's own, which the caller may evaluate next with submissions of its own.
+    if !keep_last && !call.objective.zograd_own(crate::objective::sealed::Own) {
+        call.gpu.flush()?;
+    }
+    Ok(found)
 }
 
 impl<K: Kind> GradApproximator for Sampler<K> {
