@@ -255,13 +255,22 @@ impl Gpu {
 
 impl Gpu {
     /// [`Gpu::flush`] for a caller already inside an error scope (the objective-call helpers):
-    /// no second device poll and scope push.
+    /// no second device poll, one validation scope around the submission only, so that a
+    /// refusal is returned here, before the caller goes on (an objective whose parameters'
+    /// pending perturbation failed is not called).
     pub(crate) fn flush_in_scope(&self) -> Result<()> {
         let mut p = self.pending();
-        if p.has_work() {
-            self.submit_pending(&mut p, None)?;
+        if !p.has_work() {
+            return Ok(());
         }
-        Ok(())
+        let scope = self
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let submitted = self.submit_pending(&mut p, None);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(e.into());
+        }
+        submitted
     }
 }
 
