@@ -311,8 +311,9 @@ impl Params {
 
     /// The buffers in order, for the user's own shaders.
     ///
-    /// zograd may hold kernel launches on these buffers recorded and not yet submitted (an
-    /// optimiser step's last update joins the next evaluation's submission): work of your own
+    /// zograd may hold kernel launches on these buffers recorded and not yet submitted (with
+    /// one of zograd's own objectives, an optimiser step's last update joins the next
+    /// evaluation's submission): work of your own
     /// that you submit *outside* an objective call (and `queue.write_buffer` into them) must
     /// come after [`Gpu::flush`]. Inside an objective call, and through zograd's own reads and
     /// writes, nothing is needed.

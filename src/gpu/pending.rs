@@ -223,8 +223,9 @@ impl Gpu {
     /// closure may submit its own work). Call `flush` yourself only before submitting your own
     /// work (or writing with `queue.write_buffer`) that reads or writes zograd's buffers
     /// ([`Params::buffers`](crate::Params::buffers)) *outside* an objective call, e.g. after
-    /// [`Optimizer::step`](crate::optim::Optimizer::step) returned, whose last update may still
-    /// be pending.
+    /// [`Optimizer::step`](crate::optim::Optimizer::step) with one of zograd's own objectives
+    /// returned, whose last update may still be pending. (With any other objective — a
+    /// closure, a type of yours — nothing stays pending when a step or an estimate returns.)
     ///
     /// # Errors
     /// [`Error::Validation`](crate::Error::Validation) when wgpu refuses the pending work (a
