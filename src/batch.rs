@@ -352,6 +352,12 @@ impl Objective for BatchObjective {
         true
     }
 
+    /// True: the dispatches go into the submission of zograd's pending kernel launches (e.g.
+    /// the previous step's fused update).
+    fn zograd_own(&self, _: crate::objective::sealed::Own) -> bool {
+        true
+    }
+
     /// The losses at `params + scale·z(dir)` for every point, computed by the shader from the
     /// bound buffers without writing them: one submission, one readback.
     fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {

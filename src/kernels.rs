@@ -2,9 +2,11 @@
 //! The GPU kernels zograd's estimators are built from, public for users who write their own
 //! estimators ([`GradApproximator`](crate::approx::GradApproximator)).
 //!
-//! Each call records and submits its work and returns without waiting for the GPU (except the
+//! Each call records and submits its work (together with any launches zograd left pending,
+//! [`Gpu::flush`](crate::Gpu::flush)) and returns without waiting for the GPU (except the
 //! reductions, which return a number, and the first use of a [`Distribution::Sphere`] direction,
-//! which computes its norm). Every kernel processes every buffer of the [`Params`] in chunks of at
+//! which computes its norm), so a call reports its own device errors. The estimators' own moves
+//! of x inside a step are recorded and submitted with the next evaluation instead. Every kernel processes every buffer of the [`Params`] in chunks of at
 //! most the adapter's storage-binding size. [`crate::cpu`] holds the CPU twin of each.
 
 use crate::gpu::kernel::Kernel;

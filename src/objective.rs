@@ -25,6 +25,12 @@ use crate::{Error, Params, Result};
 ///   points of one sample (x + h·u and x − h·u) the same noise, so the noise cancels in their
 ///   difference. The estimators call these; their defaults call the methods above.
 ///
+/// zograd records its moves of the parameters and submits them with the next evaluation of its
+/// own objectives ([`ShaderObjective`](crate::ShaderObjective),
+/// [`BatchObjective`](crate::BatchObjective)); before calling any other objective it submits
+/// them ([`Gpu::flush`](crate::Gpu::flush)), so the work an objective of yours submits sees the
+/// parameters where the estimator put them.
+///
 /// # Example
 /// ```
 /// use zograd::{approx::{GradApproximator, Spsa}, Objective, Params};
@@ -66,9 +72,17 @@ pub trait Objective {
         for (dir, scale) in points {
             let by = Move::Perturb(*dir, *scale);
             let mut guard = Restore::moved(params, by, Move::Perturb(*dir, -*scale))?;
+            if !self.zograd_own(sealed::Own) {
+                // The perturbation may be pending: submitted before the user's own work.
+                guard.params().gpu().flush()?;
+            }
             let value = self.loss(guard.params());
             guard.finish()?;
             out.push(value?);
+        }
+        if !self.zograd_own(sealed::Own) {
+            // The last restore, before the caller's own work.
+            params.gpu().flush()?;
         }
         Ok(out)
     }
@@ -200,6 +214,25 @@ pub trait Objective {
                 .into(),
         ))
     }
+
+    /// Whether this is one of zograd's own objectives ([`ShaderObjective`](crate::ShaderObjective),
+    /// [`BatchObjective`](crate::BatchObjective)), whose GPU work is submitted together with
+    /// zograd's pending kernel launches, in order; any other objective may submit its own work,
+    /// so zograd submits what it has pending before calling it ([`Gpu::flush`](crate::Gpu::flush)).
+    /// Internal: the argument's type cannot be named outside zograd, so the method can be
+    /// neither called nor overridden there.
+    #[doc(hidden)]
+    fn zograd_own(&self, _: sealed::Own) -> bool {
+        false
+    }
+}
+
+/// The token of [`Objective::zograd_own`]: a public type in a private module, so that only
+/// zograd names it.
+pub(crate) mod sealed {
+    /// Proof that the caller is zograd.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Own;
 }
 
 /// The one way zograd calls an objective: each call runs inside validation and out-of-memory
@@ -209,15 +242,35 @@ pub trait Objective {
 /// panics on a device adopted with [`Gpu::from_wgpu`](crate::Gpu::from_wgpu). Scopes are per thread in wgpu: work the
 /// objective submits from another thread is not covered. An error the scopes caught wins over
 /// the call's own result (the value of a loss whose GPU work failed means nothing).
+///
+/// Before calling an objective that is not zograd's own ([`Objective::zograd_own`]), the helpers
+/// submit zograd's pending kernel launches ([`Gpu::flush`](crate::Gpu::flush)): the objective
+/// may submit its own work, which must run after them. zograd's own objectives record theirs
+/// into the same submission, in order.
 impl dyn Objective + '_ {
+    /// Submits the pending launches unless the objective is zograd's own.
+    fn before_call(&self, params: &Params) -> Result<()> {
+        if self.zograd_own(sealed::Own) {
+            Ok(())
+        } else {
+            params.gpu().flush_in_scope()
+        }
+    }
+
     /// [`Objective::loss`] inside error scopes.
     pub(crate) fn scoped_loss(&mut self, params: &Params) -> Result<f32> {
-        params.gpu().scoped(|| self.loss(params))
+        params.gpu().scoped(|| {
+            self.before_call(params)?;
+            self.loss(params)
+        })
     }
 
     /// [`Objective::loss_at`] inside error scopes.
     pub(crate) fn scoped_loss_at(&mut self, params: &Params, at: &Evaluation) -> Result<f32> {
-        params.gpu().scoped(|| self.loss_at(params, at))
+        params.gpu().scoped(|| {
+            self.before_call(params)?;
+            self.loss_at(params, at)
+        })
     }
 
     /// [`Objective::loss_batch_at`] inside error scopes.
@@ -228,7 +281,10 @@ impl dyn Objective + '_ {
         at: &[Evaluation],
     ) -> Result<Vec<f32>> {
         let gpu = params.gpu().clone();
-        gpu.scoped(|| self.loss_batch_at(params, points, at))
+        gpu.scoped(|| {
+            self.before_call(params)?;
+            self.loss_batch_at(params, points, at)
+        })
     }
 
     /// [`Objective::loss_batch_masked`] inside error scopes.
@@ -240,7 +296,10 @@ impl dyn Objective + '_ {
         mask: &Mask,
     ) -> Result<Vec<f32>> {
         let gpu = params.gpu().clone();
-        gpu.scoped(|| self.loss_batch_masked(params, points, at, mask))
+        gpu.scoped(|| {
+            self.before_call(params)?;
+            self.loss_batch_masked(params, points, at, mask)
+        })
     }
 
     /// [`Objective::loss_batch_coords_at`] inside error scopes.
@@ -251,12 +310,18 @@ impl dyn Objective + '_ {
         at: &[Evaluation],
     ) -> Result<Vec<f32>> {
         let gpu = params.gpu().clone();
-        gpu.scoped(|| self.loss_batch_coords_at(params, points, at))
+        gpu.scoped(|| {
+            self.before_call(params)?;
+            self.loss_batch_coords_at(params, points, at)
+        })
     }
 
     /// [`Objective::jvp`] inside error scopes.
     pub(crate) fn scoped_jvp(&mut self, params: &Params, dir: &Direction) -> Result<f32> {
-        params.gpu().scoped(|| self.jvp(params, dir))
+        params.gpu().scoped(|| {
+            self.before_call(params)?;
+            self.jvp(params, dir)
+        })
     }
 }
 

@@ -341,6 +341,13 @@ impl Params {
     }
 
     /// The buffers in order, for the user's own shaders.
+    ///
+    /// zograd may hold kernel launches on these buffers recorded and not yet submitted (with
+    /// one of zograd's own objectives, an optimiser step's last update joins the next
+    /// evaluation's submission): work of your own
+    /// that you submit *outside* an objective call (and `queue.write_buffer` into them) must
+    /// come after [`Gpu::flush`]. Inside an objective call, and through zograd's own reads and
+    /// writes, nothing is needed.
     #[must_use]
     pub fn buffers(&self) -> &[wgpu::Buffer] {
         &self.buffers
@@ -853,6 +860,15 @@ impl Params {
             _ => None,
         };
         lock(&self.bind_cache).reduce(&self.gpu, self.operand(), y)
+    }
+}
+
+impl Drop for Params {
+    /// Submits zograd's pending kernel launches ([`Gpu::flush`]), which may use these buffers:
+    /// the owner of adopted buffers may use them on its own afterwards. A failure is reported by
+    /// the next call on the device.
+    fn drop(&mut self) {
+        let _ = self.gpu.flush();
     }
 }
 

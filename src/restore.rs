@@ -25,14 +25,17 @@ pub(crate) enum Move<'a> {
 }
 
 impl Move<'_> {
+    /// Moves x. The kernel launch is left pending (`gpu/pending.rs`): it goes to the GPU with
+    /// the next evaluation of one of zograd's own objectives, or is submitted before any other
+    /// objective runs, and is submitted again if wgpu refuses the submission it joined.
     fn apply(self, params: &mut Params) -> Result<()> {
-        match self {
+        crate::gpu::pending::defer(|| match self {
             Self::Perturb(dir, scale) => perturb(params, &dir, scale),
             Self::PerturbMasked(dir, scale, mask) => perturb_masked(params, &dir, scale, mask),
             Self::Axpy(v, scale) => axpy(params, scale, v),
             Self::Copy(saved) => copy(params, saved),
             Self::Write(index, value) => params.write_at(index, &[value]),
-        }
+        })
     }
 }
 
@@ -101,8 +104,12 @@ impl<'p, 'u> Restore<'p, 'u> {
 impl Drop for Restore<'_, '_> {
     fn drop(&mut self) {
         // The error or unwind path: the caller reports the original error; a failing move
-        // here means the device itself failed, which the next call reports.
-        let _ = self.home();
+        // here means the device itself failed, which the next call reports. The move back is
+        // submitted now, so that no later call inherits a failure of this one's work.
+        if self.back.is_some() {
+            let _ = self.home();
+            let _ = self.params.gpu().flush();
+        }
     }
 }
 
@@ -133,6 +140,7 @@ pub(crate) fn saved_copy<'a>(
         return Ok(None);
     }
     let saved = ensure_like(slot, params)?;
-    copy(saved, params)?;
+    // Left pending like the moves: it joins the next evaluation's submission.
+    crate::gpu::pending::defer(|| copy(saved, params))?;
     Ok(Some(saved))
 }

@@ -186,7 +186,8 @@ impl ShaderObjective {
     }
 
     /// Runs the passes and reads the loss back (one readback, in the same submission as the
-    /// passes).
+    /// passes, which also carries zograd's pending kernel launches, e.g. the perturbation of the
+    /// parameters the passes read: one submission per evaluation).
     ///
     /// # Errors
     /// Device errors.
@@ -215,6 +216,11 @@ impl ShaderObjective {
 impl Objective for ShaderObjective {
     fn loss(&mut self, _params: &Params) -> Result<f32> {
         self.evaluate()
+    }
+
+    /// True: the passes go into the submission of zograd's pending kernel launches.
+    fn zograd_own(&self, _: crate::objective::sealed::Own) -> bool {
+        true
     }
 }
 

@@ -163,8 +163,13 @@ impl MeZo {
             }
             *c = coeff as f32;
         }
-        self.scale_accumulate(guard.params(), a, &terms)?;
+        // Left pending (`gpu/pending.rs`): it joins the next evaluation's submission.
+        crate::gpu::pending::defer(|| self.scale_accumulate(guard.params(), a, &terms))?;
         guard.keep();
+        if !call.objective.zograd_own(crate::objective::sealed::Own) {
+            // Only zograd's own objectives let the update join the next evaluation.
+            call.gpu.flush()?;
+        }
         Ok(estimate)
     }
 }

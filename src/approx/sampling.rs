@@ -658,7 +658,7 @@ pub(super) fn evaluate(
         None
     };
     let (params, objective) = (&mut *call.params, &mut *call.objective);
-    differences(
+    let found = differences(
         set,
         &fitted,
         params,
@@ -667,7 +667,13 @@ pub(super) fn evaluate(
         call.known_f0,
         keep_last,
         project,
-    )
+    )?;
+    // The restore may be pending (`gpu/pending.rs`): submitted now for an objective that is not
+    // zograd's own, which the caller may evaluate next with submissions of its own.
+    if !keep_last && !call.objective.zograd_own(crate::objective::sealed::Own) {
+        call.gpu.flush()?;
+    }
+    Ok(found)
 }
 
 impl<K: Kind> GradApproximator for Sampler<K> {

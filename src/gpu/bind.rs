@@ -394,10 +394,10 @@ impl BindCache {
             .chain(terms.iter().map(|(s, c)| [*s, c.to_bits()]))
             .collect();
         let launches = groups.launches(gpu, kernel, fill)?;
+        // In order with the pending launches (a pending accumulate may still read the terms).
         gpu.scoped(|| {
-            gpu.queue()
-                .write_buffer(&t.buffer, 0, bytemuck::cast_slice(&packed));
-            Ok(())
+            let bytes = bytemuck::cast_slice(&packed).to_vec();
+            gpu.stage_write(&mut gpu.pending(), &t.buffer, 0, bytes)
         })?;
         groups.submit(gpu, kernel, &launches)
     }

@@ -93,9 +93,11 @@ impl Gpu {
     }
 
     /// Queues host writes `(buffer, byte offset, values)` (they land before the next
-    /// submission), inside one error scope.
+    /// submission), inside one error scope. The pending launches are submitted first: a write
+    /// lands before every command of the submission after it, and they may use these buffers.
     pub(crate) fn write_f32s(&self, writes: &[(&wgpu::Buffer, u64, &[f32])]) -> Result<()> {
         self.scoped(|| {
+            self.submit_pending(&mut self.pending(), None)?;
             for (buffer, offset, values) in writes {
                 self.queue()
                     .write_buffer(buffer, *offset, bytemuck::cast_slice(values));

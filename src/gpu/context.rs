@@ -42,6 +42,8 @@ pub(crate) struct GpuInner {
     uncaptured: Arc<Mutex<Option<String>>>,
     pub(crate) staging: Mutex<Vec<TrackedBuffer>>,
     pub(crate) sphere: Mutex<super::sphere::SphereState>,
+    /// Launches recorded and not yet submitted (`gpu/pending.rs`).
+    pub(crate) pending: Mutex<super::pending::Pending>,
     /// Bytes of buffers zograd created on this device and still holds (for leak checks).
     pub(crate) allocated: Arc<AtomicU64>,
 }
@@ -218,6 +220,7 @@ impl Gpu {
                 uncaptured,
                 staging: Mutex::new(Vec::new()),
                 sphere: Mutex::new(sphere),
+                pending: Mutex::new(super::pending::Pending::default()),
                 allocated,
             }),
         })
@@ -254,12 +257,15 @@ impl Gpu {
         self.inner.allocated.load(Ordering::Relaxed)
     }
 
-    /// Waits until all submitted work has finished.
+    /// Submits what zograd has recorded ([`Gpu::flush`]) and waits until all submitted work has
+    /// finished.
     ///
     /// # Errors
-    /// [`Error::Poll`] or [`Error::DeviceLost`].
+    /// [`Error::Poll`], [`Error::DeviceLost`], or [`Error::Validation`] when wgpu refuses the
+    /// pending work.
     pub fn wait(&self) -> Result<()> {
         self.check_alive()?;
+        self.flush()?;
         self.inner
             .device
             .poll(wgpu::PollType::wait_indefinitely())?;

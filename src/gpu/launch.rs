@@ -6,6 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::{Gpu, TrackedBuffer};
 use super::kernel::Kernel;
+use super::pending::{deferring, Pending};
 use crate::{Error, Result};
 
 /// Bytes of [`Launch`] (the WGSL `Launch` struct in `shaders/common.wgsl`).
@@ -94,50 +95,73 @@ fn shifted(launches: &[(Launch, &wgpu::BindGroup)]) -> bool {
     launches.iter().any(|(l, _)| l.shift != [0; 4])
 }
 
-/// A uniform buffer of `capacity` slots of `slot_bytes` each, every slot aligned for dynamic
-/// offsets: the launch uniforms of the kernels, and the batch uniforms of a `BatchObjective`.
-/// The only place that knows the slot stride.
+/// Banks of launch uniforms per set of bind groups: how many launches of the same kernel over
+/// the same operands can be pending at once (a fused MeZO step leaves its update pending and
+/// the next step's perturbation joins it) before a further one submits them.
+pub(crate) const LAUNCH_BANKS: usize = 4;
+
+/// A uniform buffer of `banks` banks of `capacity` slots of `slot_bytes` each, every slot
+/// aligned for dynamic offsets: the launch uniforms of the kernels, and the batch uniforms of a
+/// `BatchObjective`. The only place that knows the slot stride. A write takes the first bank
+/// no pending launch reads (`gpu/pending.rs`), so launches recorded into one submission keep
+/// their own uniforms.
 #[derive(Debug)]
 pub(crate) struct Slots {
     buffer: TrackedBuffer,
     stride: u64,
     slot_bytes: u64,
     capacity: usize,
+    banks: usize,
 }
 
 impl Slots {
     pub(crate) fn new(gpu: &Gpu, label: &str, capacity: usize, slot_bytes: u64) -> Result<Self> {
+        Self::with_banks(gpu, label, capacity, slot_bytes, 1)
+    }
+
+    fn with_banks(
+        gpu: &Gpu,
+        label: &str,
+        capacity: usize,
+        slot_bytes: u64,
+        banks: usize,
+    ) -> Result<Self> {
         let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment).max(1);
         let stride = slot_bytes.div_ceil(align) * align;
+        let capacity = capacity.max(1);
         let buffer = gpu.create_buffer(
             label,
-            stride * capacity.max(1) as u64,
+            stride * (capacity * banks) as u64,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         )?;
         Ok(Self {
             buffer,
             stride,
             slot_bytes,
-            capacity: capacity.max(1),
+            capacity,
+            banks,
         })
     }
 
-    /// Launch uniforms: slots of [`LAUNCH_BYTES`].
+    /// Launch uniforms: [`LAUNCH_BANKS`] banks of `capacity` slots of [`LAUNCH_BYTES`].
     pub(crate) fn for_launches(gpu: &Gpu, label: &str, capacity: usize) -> Result<Self> {
-        Self::new(gpu, label, capacity, LAUNCH_BYTES)
+        Self::with_banks(gpu, label, capacity, LAUNCH_BYTES, LAUNCH_BANKS)
     }
 
+    /// Slots per bank.
     pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// The dynamic offset of slot `k`.
+    /// The dynamic offset of slot `k` (of all banks, bank after bank).
     pub(crate) fn offset(&self, k: usize) -> u32 {
         (k as u64 * self.stride) as u32
     }
 
-    /// Queues the write of `values` into slots 0, 1, … (it lands before the next submission).
-    pub(crate) fn write<T: Pod>(&self, gpu: &Gpu, values: &[T]) {
+    /// Writes `values` into slots 0, 1, … of the first bank no pending launch reads (submitting
+    /// the pending work first when every bank is taken) and returns the slot of `values[0]`.
+    /// Call inside an error scope.
+    pub(crate) fn stage<T: Pod>(&self, gpu: &Gpu, p: &mut Pending, values: &[T]) -> Result<usize> {
         assert!(
             values.len() <= self.capacity,
             "more values than uniform slots"
@@ -149,11 +173,18 @@ impl Slots {
             let at = k * self.stride as usize;
             bytes[at..at + size].copy_from_slice(bytemuck::bytes_of(v));
         }
-        gpu.queue().write_buffer(&self.buffer, 0, &bytes);
+        let bank_offset = |b: usize| u64::from(self.offset(b * self.capacity));
+        let bank = (0..self.banks)
+            .find(|&b| !p.is_written(&self.buffer, bank_offset(b)))
+            .unwrap_or(0);
+        gpu.stage_write(p, &self.buffer, bank_offset(bank), bytes)?;
+        Ok(bank * self.capacity)
     }
 
-    /// Writes the launches into the slots, records one compute pass that dispatches `kernel`
-    /// once per launch with its bind group, and submits it. Nothing waits for the GPU.
+    /// Records one compute pass that dispatches `kernel` once per launch with its bind group
+    /// (its uniforms written to their own slots) into the pending encoder; unless the launch is
+    /// deferred ([`defer`](super::pending::defer)), submits it with the pending work at once.
+    /// Nothing waits for the GPU.
     pub(crate) fn submit(
         &self,
         gpu: &Gpu,
@@ -162,15 +193,27 @@ impl Slots {
     ) -> Result<()> {
         let pipeline = gpu.pipeline_variant(kernel, shifted(launches))?;
         gpu.scoped(|| {
-            let encoder = self.record(gpu, kernel, &pipeline, launches);
-            gpu.queue().submit([encoder.finish()]);
+            let mut p = gpu.pending();
+            let uniforms: Vec<Launch> = launches.iter().map(|(l, _)| *l).collect();
+            let first = self.stage(gpu, &mut p, &uniforms)?;
+            // A piece with len = 0 is one the caller skips (a frozen buffer, `kernels::Mask`).
+            let dispatches = launches
+                .iter()
+                .enumerate()
+                .filter(|(_, (l, _))| l.len != 0)
+                .map(|(k, (l, g))| ((*g).clone(), self.offset(first + k), l.grid()))
+                .collect();
+            gpu.record_pass(&mut p, kernel.entry(), &pipeline, dispatches);
+            if !deferring() {
+                gpu.submit_pending(&mut p, None)?;
+            }
             Ok(())
         })
     }
 
-    /// [`submit`](Slots::submit) without the submission: writes the slots (the write lands
-    /// before the next submission) and returns the encoder with the recorded pass, so that a
-    /// readback can follow in the same submission.
+    /// The pass of [`submit`](Slots::submit) in an encoder of its own, returned unsubmitted so
+    /// that a readback can follow in the same submission (which also carries the pending
+    /// launches).
     pub(crate) fn encode(
         &self,
         gpu: &Gpu,
@@ -178,41 +221,32 @@ impl Slots {
         launches: &[(Launch, &wgpu::BindGroup)],
     ) -> Result<wgpu::CommandEncoder> {
         let pipeline = gpu.pipeline_variant(kernel, shifted(launches))?;
-        gpu.scoped(|| Ok(self.record(gpu, kernel, &pipeline, launches)))
-    }
-
-    /// Writes the slots and records the pass (inside the caller's error scope).
-    fn record(
-        &self,
-        gpu: &Gpu,
-        kernel: Kernel,
-        pipeline: &wgpu::ComputePipeline,
-        launches: &[(Launch, &wgpu::BindGroup)],
-    ) -> wgpu::CommandEncoder {
-        let uniforms: Vec<Launch> = launches.iter().map(|(l, _)| *l).collect();
-        self.write(gpu, &uniforms);
-        let mut encoder = gpu
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some(kernel.entry()),
-            });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(kernel.entry()),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(pipeline);
-            for (k, (launch, group)) in launches.iter().enumerate() {
-                if launch.len == 0 {
-                    // A piece the caller skips (a frozen buffer, `kernels::Mask`): no work.
-                    continue;
+        gpu.scoped(|| {
+            let uniforms: Vec<Launch> = launches.iter().map(|(l, _)| *l).collect();
+            let first = self.stage(gpu, &mut gpu.pending(), &uniforms)?;
+            let mut encoder =
+                gpu.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some(kernel.entry()),
+                    });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(kernel.entry()),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipeline);
+                for (k, (launch, group)) in launches.iter().enumerate() {
+                    if launch.len == 0 {
+                        // A piece the caller skips (a frozen buffer, `kernels::Mask`): no work.
+                        continue;
+                    }
+                    pass.set_bind_group(0, *group, &[self.offset(first + k)]);
+                    let (x, y) = launch.grid();
+                    pass.dispatch_workgroups(x, y, 1);
                 }
-                pass.set_bind_group(0, *group, &[self.offset(k)]);
-                let (x, y) = launch.grid();
-                pass.dispatch_workgroups(x, y, 1);
             }
-        }
-        encoder
+            Ok(encoder)
+        })
     }
 
     /// A bind-group entry for the uniform at `binding` (one slot wide; the dynamic offset moves

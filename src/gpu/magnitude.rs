@@ -63,7 +63,7 @@ impl MagnitudeBuffers {
         self.bits.size() + self.bins.size()
     }
 
-    /// Zeroes the bins (queued before the next submission's work).
+    /// Zeroes the bins (submitted now, after the pending launches).
     pub(crate) fn clear_bins(&self) -> Result<()> {
         let gpu = &self.gpu;
         gpu.scoped(|| {
@@ -73,8 +73,8 @@ impl MagnitudeBuffers {
                         label: Some("zograd::magnitude_clear"),
                     });
             encoder.clear_buffer(&self.bins, 0, None);
-            gpu.queue().submit([encoder.finish()]);
-            Ok(())
+            // After zograd's pending launches (`gpu/pending.rs`), in the same submission.
+            gpu.submit_pending(&mut gpu.pending(), Some(encoder))
         })
     }
 

@@ -12,6 +12,7 @@ pub(crate) mod context;
 pub(crate) mod kernel;
 pub(crate) mod launch;
 pub(crate) mod magnitude;
+pub(crate) mod pending;
 pub(crate) mod pipelines;
 pub(crate) mod program;
 pub(crate) mod readback;

@@ -335,9 +335,13 @@ impl<G: Copy> Program<G> {
         grid: impl Fn(G, u32) -> [u32; 3],
     ) -> Result<Vec<f32>> {
         let encoder = gpu.scoped(|| {
-            buffers.slots.write(gpu, uniforms);
-            gpu.queue()
-                .write_buffer(&buffers.points, 0, bytemuck::cast_slice(points));
+            let first = {
+                let mut p = gpu.pending();
+                let first = buffers.slots.stage(gpu, &mut p, uniforms)?;
+                let bytes = bytemuck::cast_slice(points).to_vec();
+                gpu.stage_write(&mut p, &buffers.points, 0, bytes)?;
+                first
+            };
             let mut encoder =
                 gpu.device()
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -350,7 +354,7 @@ impl<G: Copy> Program<G> {
                 });
                 pass.set_bind_group(0, &self.user, &[]);
                 for (k, u) in uniforms.iter().enumerate() {
-                    pass.set_bind_group(1, &buffers.group, &[buffers.slots.offset(k)]);
+                    pass.set_bind_group(1, &buffers.group, &[buffers.slots.offset(first + k)]);
                     for (pipeline, g) in &self.passes {
                         pass.set_pipeline(pipeline);
                         let [x, y, z] = grid(*g, u.count);

@@ -158,11 +158,8 @@ impl Gpu {
             done += piece;
         }
         if let Some(encoder) = encoder {
-            // Nothing to read: still run the caller's work.
-            self.scoped(|| {
-                self.queue().submit([encoder.finish()]);
-                Ok(())
-            })?;
+            // Nothing to read: still run the caller's work (after the pending launches).
+            self.scoped(|| self.submit_pending(&mut self.pending(), Some(encoder)))?;
         }
         Ok(())
     }
@@ -185,7 +182,8 @@ impl Gpu {
                     })
             });
             encoder.copy_buffer_to_buffer(src, offset, staging, 0, piece);
-            self.queue().submit([encoder.finish()]);
+            // The pending launches, then the caller's work and the copy: one submission.
+            self.submit_pending(&mut self.pending(), Some(encoder))?;
             staging.map_async(wgpu::MapMode::Read, 0..piece, move |r| {
                 let _ = tx.send(r);
             });

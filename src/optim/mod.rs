@@ -523,6 +523,15 @@ impl Optimizer {
             self.step_body(params, objective, target)
         })) {
             Ok(Ok(report)) => {
+                // The caller may evaluate an objective of its own between steps, with its own
+                // submissions: nothing of this step stays pending (only zograd's own objectives
+                // let the fused update ride in the next step's first submission).
+                if !objective.zograd_own(crate::objective::sealed::Own) {
+                    if let Err(e) = params.gpu().flush() {
+                        self.abort();
+                        return Err(e);
+                    }
+                }
                 self.step = report.step;
                 self.checkpointed.clear();
                 self.fold_average(params, report.step)?;

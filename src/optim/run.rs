@@ -168,6 +168,9 @@ impl Objective for Budgeted<'_> {
         self.take(1)?;
         self.inner.jvp(params, dir)
     }
+    fn zograd_own(&self, own: crate::objective::sealed::Own) -> bool {
+        self.inner.zograd_own(own)
+    }
 }
 
 fn is_budget(e: &Error) -> bool {
