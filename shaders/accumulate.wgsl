@@ -47,27 +47,21 @@ fn shl64(a: vec2<u32>, s: u32) -> vec2<u32> {
     return vec2<u32>(a.x << s, (a.y << s) | (a.x >> (32u - s)));
 }
 
-// Rademacher: a thread owns half a Philox block, two 32-bit words, i.e. 64 consecutive
-// elements, and keeps their sums in sixteen vec4 registers while it walks the terms: per term
-// one Philox evaluation (shared by the 2 threads of a block, so one per 64 elements), then 64
-// sign selects. No workgroup memory and no barriers; dst is read and written once whatever the
-// number of terms.
-@compute @workgroup_size(256)
-fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t = group_index(wg) * WG_SIZE + lid;
-    let r = launch.gbase.x & 63u;
-    let p0 = 64u * t;
-    if (p0 >= launch.len + r) {
-        return;
-    }
-    let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
+/// The sums Σ_t c_t·z_t (sparse-masked in masked pipelines) of the 64 Rademacher elements of
+/// half-block `half` (global elements 64·half .. 64·half + 63), as 16 quads, into `sums`. Rademacher: a
+/// thread owns half a Philox block, two 32-bit words, i.e. 64 consecutive elements, and keeps
+/// their sums in sixteen vec4 registers while it walks the terms: per term one Philox
+/// evaluation (shared by the 2 threads of a block, so one per 64 elements), then 64 sign
+/// selects. No workgroup memory and no barriers; dst is read and written once whatever the
+/// number of terms.
+var<private> sums: array<vec4<f32>, 16>;
+
+fn rademacher_sums(half: vec2<u32>) {
     let blk = zograd_shr64(half, 1u);
     let upper = (half.x & 1u) == 1u;
     let oct0 = shl64(half, 3u);
-    let keep = launch.coef.x;
-    var a: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q = q + 1u) {
-        a[q] = vec4<f32>(zero());
+        sums[q] = vec4<f32>(zero());
     }
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
@@ -79,26 +73,17 @@ fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
             let q = 2u * q2;
             let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
             let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
-            a[q] = a[q] + vx[0];
-            a[q + 1u] = a[q + 1u] + vx[1];
-            a[q + 8u] = a[q + 8u] + vy[0];
-            a[q + 9u] = a[q + 9u] + vy[1];
+            sums[q] = sums[q] + vx[0];
+            sums[q + 1u] = sums[q + 1u] + vx[1];
+            sums[q + 8u] = sums[q + 8u] + vy[0];
+            sums[q + 9u] = sums[q + 9u] + vy[1];
         }
-    }
-    for (var q = 0u; q < 16u; q = q + 1u) {
-        mul_add4(p0 + 4u * q, r, keep, a[q]);
     }
 }
 
-@compute @workgroup_size(256)
-fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t = group_index(wg) * WG_SIZE + lid;
-    let r = launch.gbase.x & 3u;
-    let p0 = 4u * t;
-    if (p0 >= launch.len + r) {
-        return;
-    }
-    let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
+/// The sums Σ_t c_t·z_t (sparse-masked in masked pipelines) of the 4 Gaussian or uniform
+/// elements of Philox block `blk` (global elements 4·blk .. 4·blk + 3).
+fn quad_sums(blk: vec2<u32>) -> vec4<f32> {
     var acc = vec4<f32>(zero());
     for (var i = 1u; i <= terms[0].x; i = i + 1u) {
         let term = terms[i];
@@ -111,6 +96,33 @@ fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         }
         acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
     }
+    return acc;
+}
+
+@compute @workgroup_size(256)
+fn accumulate_rademacher(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 63u;
+    let p0 = 64u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    rademacher_sums(zograd_add64(zograd_shr64(launch.gbase, 6u), t));
+    for (var q = 0u; q < 16u; q = q + 1u) {
+        mul_add4(p0 + 4u * q, r, launch.coef.x, sums[q]);
+    }
+}
+
+@compute @workgroup_size(256)
+fn accumulate_quad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wg) * WG_SIZE + lid;
+    let r = launch.gbase.x & 3u;
+    let p0 = 4u * t;
+    if (p0 >= launch.len + r) {
+        return;
+    }
+    let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
+    let acc = quad_sums(blk);
     mul_add4(p0, r, launch.coef.x, acc);
 }
 
@@ -158,32 +170,9 @@ fn accumulate_rademacher_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
     if (p0 >= launch.len + r) {
         return;
     }
-    let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
-    let blk = zograd_shr64(half, 1u);
-    let upper = (half.x & 1u) == 1u;
-    let oct0 = shl64(half, 3u);
-    var a: array<vec4<f32>, 16>;
+    rademacher_sums(zograd_add64(zograd_shr64(launch.gbase, 6u), t));
     for (var q = 0u; q < 16u; q = q + 1u) {
-        a[q] = vec4<f32>(zero());
-    }
-    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
-        let term = terms[i];
-        let c = bitcast<f32>(term.y);
-        let out = zograd_block(launch.seed, launch.step, term.x, blk);
-        let w = select(out.xy, out.zw, upper);
-        // One mask block per two quads: blocks oct0 + q2 (word x) and oct0 + 4 + q2 (word y).
-        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
-            let q = 2u * q2;
-            let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
-            let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
-            a[q] = a[q] + vx[0];
-            a[q + 1u] = a[q + 1u] + vx[1];
-            a[q + 8u] = a[q + 8u] + vy[0];
-            a[q + 9u] = a[q + 9u] + vy[1];
-        }
-    }
-    for (var q = 0u; q < 16u; q = q + 1u) {
-        mul_add4_scaled(p0 + 4u * q, r, launch.coef.x, a[q]);
+        mul_add4_scaled(p0 + 4u * q, r, launch.coef.x, sums[q]);
     }
 }
 
@@ -196,18 +185,7 @@ fn accumulate_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         return;
     }
     let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
-    var acc = vec4<f32>(zero());
-    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
-        let term = terms[i];
-        let out = zograd_block(launch.seed, launch.step, term.x, blk);
-        var z: vec4<f32>;
-        if (launch.dist == ZOGRAD_GAUSSIAN) {
-            z = zograd_gaussian4(out);
-        } else {
-            z = zograd_uniform4(out);
-        }
-        acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
-    }
+    let acc = quad_sums(blk);
     mul_add4_scaled(p0, r, launch.coef.x, acc);
 }
 
@@ -232,32 +210,10 @@ fn accumulate_rademacher_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(loc
         return;
     }
     let half = zograd_add64(zograd_shr64(launch.gbase, 6u), t);
-    let blk = zograd_shr64(half, 1u);
-    let upper = (half.x & 1u) == 1u;
     let quad0 = shl64(half, 4u);
-    let oct0 = shl64(half, 3u);
-    var a: array<vec4<f32>, 16>;
+    rademacher_sums(half);
     for (var q = 0u; q < 16u; q = q + 1u) {
-        a[q] = vec4<f32>(zero());
-    }
-    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
-        let term = terms[i];
-        let c = bitcast<f32>(term.y);
-        let out = zograd_block(launch.seed, launch.step, term.x, blk);
-        let w = select(out.xy, out.zw, upper);
-        // One mask block per two quads: blocks oct0 + q2 (word x) and oct0 + 4 + q2 (word y).
-        for (var q2 = 0u; q2 < 4u; q2 = q2 + 1u) {
-            let q = 2u * q2;
-            let vx = sparse8(signed4(w.x, q, c), signed4(w.x, q + 1u, c), term.x, zograd_add64(oct0, q2));
-            let vy = sparse8(signed4(w.y, q, c), signed4(w.y, q + 1u, c), term.x, zograd_add64(oct0, q2 + 4u));
-            a[q] = a[q] + vx[0];
-            a[q + 1u] = a[q + 1u] + vx[1];
-            a[q + 8u] = a[q + 8u] + vy[0];
-            a[q + 9u] = a[q + 9u] + vy[1];
-        }
-    }
-    for (var q = 0u; q < 16u; q = q + 1u) {
-        mul_add4(p0 + 4u * q, r, launch.coef.x, zograd_drop4(a[q], bits4(zograd_add64(quad0, q))));
+        mul_add4(p0 + 4u * q, r, launch.coef.x, zograd_drop4(sums[q], bits4(zograd_add64(quad0, q))));
     }
 }
 
@@ -270,17 +226,6 @@ fn accumulate_quad_bits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         return;
     }
     let blk = zograd_add64(zograd_shr64(launch.gbase, 2u), t);
-    var acc = vec4<f32>(zero());
-    for (var i = 1u; i <= terms[0].x; i = i + 1u) {
-        let term = terms[i];
-        let out = zograd_block(launch.seed, launch.step, term.x, blk);
-        var z: vec4<f32>;
-        if (launch.dist == ZOGRAD_GAUSSIAN) {
-            z = zograd_gaussian4(out);
-        } else {
-            z = zograd_uniform4(out);
-        }
-        acc = acc + sparse4(bitcast<f32>(term.y) * z, term.x, blk);
-    }
+    let acc = quad_sums(blk);
     mul_add4(p0, r, launch.coef.x, zograd_drop4(acc, bits4(blk)));
 }
