@@ -6,6 +6,8 @@
 pub(crate) const PHILOX: &str = include_str!("../../shaders/philox.wgsl");
 /// `shaders/common.wgsl`: the launch uniform and grid helpers every kernel uses.
 pub(crate) const COMMON: &str = include_str!("../../shaders/common.wgsl");
+/// `shaders/directions.wgsl`: the sparse-mask helpers of the direction kernels (after `COMMON`).
+pub(crate) const DIRECTIONS: &str = include_str!("../../shaders/directions.wgsl");
 /// `shaders/perturb.wgsl`: x += scale · z.
 pub(crate) const PERTURB: &str = include_str!("../../shaders/perturb.wgsl");
 /// `shaders/accumulate.wgsl`: g += Σ coeff · z over many samples in one pass.
@@ -22,6 +24,7 @@ pub(crate) const BOUNDS: &str = include_str!("../../shaders/bounds.wgsl");
 pub(crate) const BATCH: &str = include_str!("../../shaders/batch.wgsl");
 /// `shaders/testfns.wgsl`: the passes of `zograd::testfns` (after `PHILOX` and `BATCH`).
 pub(crate) const TESTFNS: &str = include_str!("../../shaders/testfns.wgsl");
+/// `shaders/mask.wgsl`: the magnitude mask (histogram of |x| per buffer, and the bits).
 pub(crate) const MASK: &str = include_str!("../../shaders/mask.wgsl");
 
 /// A kernel family: one shader module, several entry points.
@@ -62,13 +65,18 @@ impl Family {
             Family::Mask => (false, MASK),
             Family::Bounds => (false, BOUNDS),
         };
-        let mut src = String::with_capacity(PHILOX.len() + COMMON.len() + body.len() + 2);
+        let mut src =
+            String::with_capacity(PHILOX.len() + COMMON.len() + DIRECTIONS.len() + body.len() + 3);
         if needs_philox {
             src.push_str(PHILOX);
             src.push('\n');
         }
         src.push_str(COMMON);
         src.push('\n');
+        if matches!(self, Family::Perturb | Family::Accumulate) {
+            src.push_str(DIRECTIONS);
+            src.push('\n');
+        }
         src.push_str(body);
         src
     }
