@@ -68,23 +68,7 @@ pub trait Objective {
     /// # Errors
     /// The first error of [`loss`](Objective::loss) or of a kernel.
     fn loss_batch(&mut self, params: &mut Params, points: &[(Direction, f32)]) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(points.len());
-        for (dir, scale) in points {
-            let by = Move::Perturb(*dir, *scale);
-            let mut guard = Restore::moved(params, by, Move::Perturb(*dir, -*scale))?;
-            if !self.zograd_own(sealed::Own) {
-                // The perturbation may be pending: submitted before the user's own work.
-                guard.params().gpu().flush()?;
-            }
-            let value = self.loss(guard.params());
-            guard.finish()?;
-            out.push(value?);
-        }
-        if !self.zograd_own(sealed::Own) {
-            // The last restore, before the caller's own work.
-            params.gpu().flush()?;
-        }
-        Ok(out)
+        in_place(self, params, points, &[], None)
     }
 
     /// Whether [`loss_batch_masked`](Objective::loss_batch_masked) evaluates the directions of
@@ -117,18 +101,7 @@ pub trait Objective {
         if mask.is_all() {
             return self.loss_batch_at(params, points, at);
         }
-        let mut out = Vec::with_capacity(points.len());
-        for (k, (dir, scale)) in points.iter().enumerate() {
-            let by = Move::PerturbMasked(*dir, *scale, mask);
-            let mut guard = Restore::moved(params, by, Move::PerturbMasked(*dir, -*scale, mask))?;
-            let value = match at.get(k) {
-                Some(at) => self.loss_at(guard.params(), at),
-                None => self.loss(guard.params()),
-            };
-            guard.finish()?;
-            out.push(value?);
-        }
-        Ok(out)
+        in_place(self, params, points, at, Some(mask))
     }
 
     /// f at every point "`params` with element `index` set to `value`" of `points`, in order
@@ -233,6 +206,45 @@ pub(crate) mod sealed {
     /// Proof that the caller is zograd.
     #[derive(Clone, Copy, Debug)]
     pub struct Own;
+}
+
+/// The default batch of [`Objective::loss_batch`] and [`Objective::loss_batch_masked`]: for
+/// each point x is moved by scale·z(dir) (masked by `mask`), f evaluated (with the point's
+/// identity `at[k]` when given) and x moved back, also when the loss fails or panics. For an
+/// objective that is not zograd's own every move is submitted before the call, so the
+/// objective's own GPU work sees it, and the last one before returning.
+fn in_place<O: Objective + ?Sized>(
+    objective: &mut O,
+    params: &mut Params,
+    points: &[(Direction, f32)],
+    at: &[Evaluation],
+    mask: Option<&Mask>,
+) -> Result<Vec<f32>> {
+    let own = objective.zograd_own(sealed::Own);
+    let mut out = Vec::with_capacity(points.len());
+    for (k, (dir, scale)) in points.iter().enumerate() {
+        let (by, back) = match mask {
+            Some(m) => (
+                Move::PerturbMasked(*dir, *scale, m),
+                Move::PerturbMasked(*dir, -*scale, m),
+            ),
+            None => (Move::Perturb(*dir, *scale), Move::Perturb(*dir, -*scale)),
+        };
+        let mut guard = Restore::moved(params, by, back)?;
+        if !own {
+            guard.params().gpu().flush()?;
+        }
+        let value = match at.get(k) {
+            Some(at) => objective.loss_at(guard.params(), at),
+            None => objective.loss(guard.params()),
+        };
+        guard.finish()?;
+        out.push(value?);
+    }
+    if !own {
+        params.gpu().flush()?;
+    }
+    Ok(out)
 }
 
 /// The one way zograd calls an objective: each call runs inside validation and out-of-memory

@@ -227,3 +227,62 @@ fn nothing_stays_pending_after_a_call_with_a_closure() {
         );
     }
 }
+
+/// The default in-place batches (`Objective::loss_batch`, `loss_batch_masked`) of an objective
+/// that is not zograd's own submit each recorded perturbation before calling it: a closure that
+/// submits its own Σ xᵢ² pass with `queue.submit` (then reads with `read_f32s`) sees every
+/// point, checked against an f64 recomputation of the points (CPU twins of the directions;
+/// without the flush the pass sees x unmoved). x comes back within the in-place drift.
+#[test]
+fn default_batches_submit_each_move_before_a_users_own_work() {
+    use zograd::kernels::{Direction, Mask};
+    let gpu = common::gpu();
+    let n = 256u64;
+    let x0 = common::data(11, n as usize);
+    let mut x = Params::from_slices(&gpu, &[&x0[..]]).unwrap();
+    let user = Sumsq::new(&gpu, &x);
+    let mut closure = |_p: &Params| -> zograd::Result<f32> {
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&user.pipeline);
+            pass.set_bind_group(0, &user.good, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        gpu.queue().submit([encoder.finish()]);
+        Ok(gpu.read_f32s(&user.out, 0, 1)?[0])
+    };
+    let dir = |sample| Direction {
+        distribution: zograd::Distribution::Rademacher,
+        seed: 3,
+        step: 1,
+        sample,
+    };
+    let points = [(dir(0), 0.05f32), (dir(0), -0.05), (dir(1), 0.05)];
+    let sparse = Mask::new(&x, &[], 0.5).unwrap();
+    for (what, mask) in [("dense", Mask::all()), ("sparse", sparse)] {
+        let got = if mask.is_all() {
+            closure.loss_batch(&mut x, &points).unwrap()
+        } else {
+            closure
+                .loss_batch_masked(&mut x, &points, &[], &mask)
+                .unwrap()
+        };
+        for ((d, s), v) in points.iter().zip(&got) {
+            let mut y = x0.clone();
+            zograd::cpu::perturb_masked(&mut y, 0, d, *s, n, &mask);
+            let want: f64 = y.iter().map(|v| f64::from(*v).powi(2)).sum();
+            assert!(
+                (f64::from(*v) - want).abs() <= 1e-5 * want,
+                "{what}, sample {} scale {s}: the user's pass saw {v}, the point is {want}",
+                d.sample
+            );
+        }
+        for (i, (a, b)) in x.to_vec().unwrap().iter().zip(&x0).enumerate() {
+            assert!(
+                (a - b).abs() <= in_place_bound(*b),
+                "{what}: x[{i}] = {a}, was {b}"
+            );
+        }
+    }
+}
