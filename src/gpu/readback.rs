@@ -190,7 +190,8 @@ impl Gpu {
             Ok(())
         })?;
         self.device().poll(wgpu::PollType::wait_indefinitely())?;
-        self.check_alive()?;
+        // The blocking poll has run the device-lost callback, if the device was lost.
+        self.check_lost()?;
         let mapped = rx
             .recv()
             .map_err(|_| Error::DeviceLost("the readback callback never ran".into()))?;
