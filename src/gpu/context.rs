@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! [`Gpu`]: the device and queue zograd works on, the adapter's limits and the pipeline cache.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,12 +11,6 @@ use super::pipelines::Layouts;
 use crate::{Error, Result};
 
 static NEXT_GPU_ID: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// The id of the [`Gpu`] whose outermost [`Gpu::scoped`] call is running on this thread
-    /// (0: none): that call polled the device for a loss, the calls nested in it do not.
-    static POLLING: Cell<u64> = const { Cell::new(0) };
-}
 
 /// A wgpu device and queue with zograd's compiled kernels.
 ///
@@ -298,19 +291,14 @@ impl Gpu {
     /// silently ignores further work), so this polls first, without waiting: a loss is reported
     /// by the first zograd call after it, not by the first readback.
     pub(crate) fn check_alive(&self) -> Result<()> {
-        self.check_lost()?;
-        let _ = self.inner.device.poll(wgpu::PollType::Poll);
-        self.check_lost()
-    }
-
-    /// Fails with [`Error::DeviceLost`] when the device-lost callback has run, without polling
-    /// the device: for the calls that follow a poll (a blocking wait, an enclosing
-    /// [`scoped`](Gpu::scoped) call that polled) and for launches that are only recorded.
-    pub(crate) fn check_lost(&self) -> Result<()> {
-        match lock(&self.inner.lost).as_ref() {
-            Some(msg) => Err(Error::DeviceLost(msg.clone())),
-            None => Ok(()),
+        if let Some(msg) = lock(&self.inner.lost).clone() {
+            return Err(Error::DeviceLost(msg));
         }
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        if let Some(msg) = lock(&self.inner.lost).clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        Ok(())
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and returns the first error
@@ -320,31 +308,8 @@ impl Gpu {
     /// a device zograd created, which goes to zograd's uncaptured-error handler) is returned
     /// before `f` runs, so that a failing call has done nothing: an estimator whose kernel
     /// returns an error knows the parameters did not move.
-    ///
-    /// The device is polled for a loss ([`check_alive`](Gpu::check_alive)) by the outermost
-    /// `scoped` call on this device on this thread only, and not while launches are deferred
-    /// ([`defer`](super::pending::defer): they are only recorded, and the evaluation or
-    /// readback that submits them polls): a non-blocking poll costs several microseconds on a
-    /// software adapter, and one evaluation nests three or four of these calls. The others
-    /// check the device-lost flag the poll sets.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let id = self.inner.id;
-        let outer = POLLING.with(Cell::get);
-        if outer == id || super::pending::deferring() {
-            self.check_lost()?;
-        } else {
-            self.check_alive()?;
-        }
-        // Marks this device as polled for the calls `f` makes; the previous mark comes back
-        // when this call returns (or unwinds).
-        struct Unmark(u64);
-        impl Drop for Unmark {
-            fn drop(&mut self) {
-                POLLING.with(|c| c.set(self.0));
-            }
-        }
-        POLLING.with(|c| c.set(id));
-        let _unmark = Unmark(outer);
+        self.check_alive()?;
         if let Some(msg) = lock(&self.inner.uncaptured).take() {
             return Err(Error::Validation(msg));
         }

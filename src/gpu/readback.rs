@@ -190,8 +190,7 @@ impl Gpu {
             Ok(())
         })?;
         self.device().poll(wgpu::PollType::wait_indefinitely())?;
-        // The blocking poll has run the device-lost callback, if the device was lost.
-        self.check_lost()?;
+        self.check_alive()?;
         let mapped = rx
             .recv()
             .map_err(|_| Error::DeviceLost("the readback callback never ran".into()))?;
