@@ -26,7 +26,9 @@
 //! 3. **Populations**: Spsa with S = 16 and 64 at n = 10⁶, batched vs one point at a time.
 //! 4. **Host overhead**: MeZo steps per second at n = 1000 with a closure, a
 //!    [`zograd::ShaderObjective`] and a [`zograd::BatchObjective`] loss, microseconds per
-//!    evaluation, per kernel launch (one submission) and per one-f32 readback.
+//!    evaluation, per kernel launch (one submission), per `queue.write_buffer` and per one-f32
+//!    readback, and (Linux) the CPU time per step of the calling thread against the process's
+//!    other threads (a software adapter's queue and worker threads).
 
 #[path = "support/sphere_loss.rs"]
 mod sphere_loss;
@@ -392,6 +394,20 @@ fn host_overhead(gpu: &Gpu, report: &mut String) -> Result<()> {
     // One readback of one f32 (copy, map, one blocking poll) in a submission of its own.
     let buffer = x.buffers()[0].clone();
     let t_read = time(gpu, budget, || gpu.read_f32s(&buffer, 0, 1).map(|_| ()))?;
+    // One `queue.write_buffer` of a launch uniform's 112 bytes with an empty submission: wgpu
+    // stages every write in a buffer of its own, copied at the start of the submission.
+    gpu.flush()?;
+    let t_write = time(gpu, budget, || {
+        gpu.queue().write_buffer(&buffer, 0, &[0u8; 112]);
+        let encoder = gpu.device().create_command_encoder(&Default::default());
+        gpu.queue().submit([encoder.finish()]);
+        Ok(())
+    })?;
+    // Where a step's time goes: CPU time of the calling thread (zograd, wgpu-core, the driver's
+    // submission path) and of the process's other threads (a software adapter's queue and
+    // worker threads), per step.
+    let split_s = cpu_split(gpu, || mezo_s.step(&mut x, &mut plain).map(|_| ()))?;
+    let split_v = cpu_split(gpu, || mezo_v.step(&mut x, &mut virt).map(|_| ()))?;
     writeln!(
         report,
         "\n## Host overhead (n = 1000)\n\nSteps run back to back, one wait per timing round.\n\n\
@@ -403,8 +419,9 @@ fn host_overhead(gpu: &Gpu, report: &mut String) -> Result<()> {
          With a wait after every step (the update then goes in a submission of its own): \
          `ShaderObjective` {:.0} µs, `BatchObjective` {:.0} µs per step.\n\n\
          One kernel launch (uniform write + submission, no wait): {:.1} µs; one empty submission: \
-         {:.1} µs. One readback of one \
-         f32 (copy, map, blocking poll): {:.1} µs.",
+         {:.1} µs; one 112-byte `queue.write_buffer` with an empty submission: {:.1} µs. One \
+         readback of one f32 (copy, map, blocking poll): {:.1} µs.\n\n\
+         CPU time per step (back to back, Linux only): `ShaderObjective` {}; `BatchObjective` {}.",
         1.0 / t,
         t * 1e6,
         1.0 / ts,
@@ -417,10 +434,80 @@ fn host_overhead(gpu: &Gpu, report: &mut String) -> Result<()> {
         tv_wait * 1e6,
         t_submit * 1e6,
         t_empty * 1e6,
+        t_write * 1e6,
         t_read * 1e6,
+        split_s,
+        split_v,
     )
     .unwrap();
     Ok(())
+}
+
+/// CPU time (user + system) per thread of this process, in clock ticks, keyed by thread id;
+/// empty where `/proc/self/task` cannot be read (not Linux).
+fn thread_ticks() -> Vec<(String, u64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let tick = |k: usize| fields.get(k).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(user), Some(system)) = (tick(11), tick(12)) {
+            out.push((
+                task.file_name().to_string_lossy().into_owned(),
+                user + system,
+            ));
+        }
+    }
+    out
+}
+
+/// Runs `f` back to back for 2000 calls (after 100 warm-up calls) and returns the CPU time per
+/// call of the calling thread and of all other threads of the process, as text, or "not
+/// measured" where per-thread CPU times are not available. Clock ticks are 10 ms (`USER_HZ`
+/// = 100 on Linux), so 2000 calls resolve 5 µs per call.
+fn cpu_split(gpu: &Gpu, mut f: impl FnMut() -> Result<()>) -> Result<String> {
+    let calls = 2000u32;
+    for _ in 0..100 {
+        f()?;
+    }
+    gpu.wait()?;
+    let before = thread_ticks();
+    let start = Instant::now();
+    for _ in 0..calls {
+        f()?;
+    }
+    gpu.wait()?;
+    let wall = start.elapsed().as_secs_f64();
+    let after = thread_ticks();
+    let main = format!("{}", std::process::id());
+    if after.iter().all(|(tid, _)| *tid != main) {
+        return Ok("not measured".into());
+    }
+    let (mut own, mut others) = (0u64, 0u64);
+    for (tid, t) in &after {
+        let was = before.iter().find(|(k, _)| k == tid).map_or(0, |(_, v)| *v);
+        if *tid == main {
+            own += t - was;
+        } else {
+            others += t - was;
+        }
+    }
+    let per_call = |ticks: u64| ticks as f64 * 1e4 / f64::from(calls);
+    Ok(format!(
+        "{:.0} µs wall, {:.0} µs CPU in the calling thread, {:.0} µs CPU in the others",
+        wall * 1e6 / f64::from(calls),
+        per_call(own),
+        per_call(others)
+    ))
 }
 
 /// A plotted series: its name, colour and value per row.
