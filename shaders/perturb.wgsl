@@ -113,9 +113,7 @@ fn perturb_quad_scaled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
 
 /// The magnitude mask of elements 4·quad .. 4·quad + 3: 1.0 where the bit is set.
 fn bits4(quad: vec2<u32>) -> vec4<f32> {
-    let w = zograd_bits[(quad.x >> 3u) | (quad.y << 29u)];
-    let b = (vec4<u32>(w >> (4u * (quad.x & 7u))) >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u);
-    return vec4<f32>(b);
+    return quad_bits(zograd_bits[bits_word(quad)], quad);
 }
 
 @compute @workgroup_size(256)
